@@ -1,0 +1,47 @@
+"""Shared test setup: an 8-device CPU mesh, strict numerics, a shared compile cache.
+
+The environment must be set before jax is imported anywhere, which is why this runs at
+conftest import time rather than in a fixture.
+"""
+import os
+
+os.environ.setdefault("XLA_FLAGS", "")
+if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
+  os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Tests never reach a hub: transformers must use what the test builds on disk.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+# One persistent compilation cache for the whole suite (and both xdist workers), so
+# repeated shapes across tests and across CI runs compile once.
+_CACHE = os.environ.get(
+    "REASONING_JAX_TEST_CACHE",
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".jax_cache"))
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def _has(module: str) -> bool:
+  try:
+    __import__(module)
+    return True
+  except Exception:  # pragma: no cover - an import that fails for any reason means absent
+    return False
+
+
+HAS_TORCH = _has("torch") and _has("transformers")
+
+
+def pytest_collection_modifyitems(config, items):
+  """Skip torch/transformers reference tests where those packages are not installed."""
+  if HAS_TORCH:
+    return
+  skip = pytest.mark.skip(reason="reference test: torch/transformers not installed")
+  for item in items:
+    if "reference" in item.keywords:
+      item.add_marker(skip)
