@@ -1,0 +1,194 @@
+"""The forward pass: pure functions of (params, tokens, positions, config, cache).
+
+One function serves full-sequence scoring (no cache), prefill (a cache, many tokens)
+and decode (a cache, one token per row). Layers run under `lax.scan` over the stacked
+layer params, so compile time does not grow with depth. Matmuls accumulate in float32
+(`preferred_element_type`), norms and softmax run in float32, logits are float32.
+
+Shape key: B batch, T tokens, S keys (cache slots, or T without a cache), D model,
+N query heads, K kv heads, G = N // K, H head dim, F ffw, V vocab, L layers.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from reasoning_jax.model.cache import KVCache
+from reasoning_jax.model.config import ModelConfig
+from reasoning_jax.model.params import Params
+
+F32 = jnp.float32
+# A finite "minus infinity": a fully masked row (a padding query) then gives a uniform
+# softmax instead of NaN, and the NaN can never leak into real rows' gradients.
+_MASKED = -1e30
+
+
+def _lead(w: jax.Array, ndim: int) -> jax.Array:
+  """`w` reshaped with leading unit axes to rank `ndim` (rank promotion stays explicit)."""
+  return w.reshape((1,) * (ndim - w.ndim) + w.shape)
+
+
+def rms_norm(x: jax.Array, w: jax.Array, cfg: ModelConfig) -> jax.Array:
+  """RMSNorm over the last axis in float32, with Gemma's (1 + w) form when configured."""
+  x32 = x.astype(F32)
+  y = x32 * lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + cfg.norm_eps)
+  if cfg.norm_offset:
+    return (y * (cfg.norm_offset + _lead(w.astype(F32), x.ndim))).astype(x.dtype)
+  # Llama/Qwen cast back before scaling (transformers' LlamaRMSNorm order).
+  return y.astype(x.dtype) * _lead(w.astype(x.dtype), x.ndim)
+
+
+def _proj(eq: str, x: jax.Array, w: jax.Array, b: jax.Array | None = None) -> jax.Array:
+  """einsum with float32 accumulation (and bias), cast back to the activation dtype."""
+  y = jnp.einsum(eq, x, w.astype(x.dtype), preferred_element_type=F32)
+  if b is not None:
+    y = y + _lead(b.astype(F32), y.ndim)
+  return y.astype(x.dtype)
+
+
+def rope_tables(pos_BT: jax.Array, inv_freq: np.ndarray) -> tuple[jax.Array, jax.Array]:
+  """cos and sin `[B, T, H]` for rotate-half RoPE at the given positions (float32)."""
+  ang = pos_BT.astype(F32)[..., None] * _lead(jnp.asarray(inv_freq, F32), 3)
+  ang = jnp.concatenate([ang, ang], axis=-1)
+  return jnp.cos(ang), jnp.sin(ang)
+
+
+def apply_rope(x_BTnH: jax.Array, cos_BTH: jax.Array, sin_BTH: jax.Array) -> jax.Array:
+  """Rotate-half RoPE (the transformers convention), computed in float32."""
+  x = x_BTnH.astype(F32)
+  half = x.shape[-1] // 2
+  rot = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+  out = x * cos_BTH[:, :, None, :] + rot * sin_BTH[:, :, None, :]
+  return out.astype(x_BTnH.dtype)
+
+
+def attention(q_BTNH, k_BSKH, v_BSKH, mask_BTS, cfg: ModelConfig) -> jax.Array:
+  """Grouped-query attention with optional soft cap; softmax in float32."""
+  B, T, N, H = q_BTNH.shape
+  K = k_BSKH.shape[2]
+  q = q_BTNH.reshape(B, T, K, N // K, H)
+  s_BKGTS = jnp.einsum("btkgh,bskh->bkgts", q, k_BSKH, preferred_element_type=F32)
+  s_BKGTS = s_BKGTS * cfg.query_scale
+  if cfg.attn_softcap:
+    s_BKGTS = jnp.tanh(s_BKGTS / cfg.attn_softcap) * cfg.attn_softcap
+  s_BKGTS = jnp.where(mask_BTS[:, None, None], s_BKGTS, _MASKED)
+  p_BKGTS = jax.nn.softmax(s_BKGTS, axis=-1).astype(v_BSKH.dtype)
+  o = jnp.einsum("bkgts,bskh->btkgh", p_BKGTS, v_BSKH, preferred_element_type=F32)
+  return o.reshape(B, T, N, H).astype(q_BTNH.dtype)
+
+
+def _mlp(x_BTD: jax.Array, p: Params, cfg: ModelConfig) -> jax.Array:
+  gate = _proj("btd,df->btf", x_BTD, p["w_gate"])
+  up = _proj("btd,df->btf", x_BTD, p["w_up"])
+  if cfg.activation == "silu":
+    act = jax.nn.silu(gate.astype(F32))
+  else:
+    act = jax.nn.gelu(gate.astype(F32), approximate=True)
+  return _proj("btf,fd->btd", (act * up.astype(F32)).astype(x_BTD.dtype), p["w_down"])
+
+
+def _masks(q_pos_BT: jax.Array, k_pos_BS: jax.Array, cfg: ModelConfig):
+  """Causal masks from positions: (global, local-or-None), each `[B, T, S]` bool."""
+  q = q_pos_BT[:, :, None]
+  k = k_pos_BS[:, None, :]
+  causal = (k >= 0) & (k <= q)
+  local = causal & (q - k < cfg.sliding_window) if any(cfg.local_flags) else None
+  return causal, local
+
+
+def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array,
+                   cfg: ModelConfig, cache: KVCache | None = None
+                   ) -> tuple[jax.Array, KVCache | None]:
+  """Final-norm hidden states `[B, T, D]` and the updated cache.
+
+  Args:
+    params: the parameter tree of `cfg` (see `param_specs`).
+    tokens_BT: int32 token ids.
+    positions_BT: int32 logical positions; a negative position marks a padding token,
+      which no other token attends to.
+    cfg: the model config (static under jit).
+    cache: None to attend within `tokens_BT` only; else a `KVCache` whose slots
+      `[index, index + T)` receive these tokens' keys and values, and every query
+      attends over all valid slots.
+  """
+  dtype = jnp.dtype(cfg.dtype)
+  h = jnp.take(params["embed"], tokens_BT, axis=0).astype(dtype)
+  if cfg.embed_scale:
+    # Gemma rounds the normaliser to the activation dtype before multiplying.
+    h = h * jnp.asarray(math.sqrt(cfg.d_model), dtype)
+  cos_g, sin_g = rope_tables(positions_BT, cfg.rope.inv_freq(cfg.head_dim))
+  cos_l, sin_l = (rope_tables(positions_BT, cfg.local_rope.inv_freq(cfg.head_dim))
+                  if cfg.local_rope else (cos_g, sin_g))
+  if cache is None:
+    k_pos_BS = positions_BT
+  else:
+    k_pos_BS = lax.dynamic_update_slice(cache.pos_BS, positions_BT.astype(jnp.int32),
+                                        (0, cache.index))
+  mask_g, mask_l = _masks(positions_BT, k_pos_BS, cfg)
+  flags_L = jnp.asarray(cfg.local_flags)
+
+  def layer(h_BTD, xs):
+    p, is_local, kv = xs
+    with jax.named_scope("attention"):
+      x = rms_norm(h_BTD, p["attn_norm"], cfg)
+      q = _proj("btd,dnh->btnh", x, p["wq"], p.get("bq"))
+      k = _proj("btd,dkh->btkh", x, p["wk"], p.get("bk"))
+      v = _proj("btd,dkh->btkh", x, p["wv"], p.get("bv"))
+      if cfg.qk_norm:
+        q = rms_norm(q, p["q_norm"], cfg)
+        k = rms_norm(k, p["k_norm"], cfg)
+      if cfg.local_rope:
+        cos = jnp.where(is_local, cos_l, cos_g)
+        sin = jnp.where(is_local, sin_l, sin_g)
+      else:
+        cos, sin = cos_g, sin_g
+      q = apply_rope(q, cos, sin)
+      k = apply_rope(k, cos, sin)
+      if kv is not None:
+        k = lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), (0, cache.index, 0, 0))
+        v = lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), (0, cache.index, 0, 0))
+      mask = mask_g if mask_l is None else jnp.where(is_local, mask_l, mask_g)
+      o = attention(q, k.astype(dtype), v.astype(dtype), mask, cfg)
+      o = _proj("btnh,nhd->btd", o, p["wo"])
+      if cfg.post_norms:
+        o = rms_norm(o, p["post_attn_norm"], cfg)
+      h_BTD = h_BTD + o
+    with jax.named_scope("mlp"):
+      y = _mlp(rms_norm(h_BTD, p["mlp_norm"], cfg), p, cfg)
+      if cfg.post_norms:
+        y = rms_norm(y, p["post_mlp_norm"], cfg)
+      h_BTD = h_BTD + y
+    return h_BTD, (None if kv is None else (k, v))
+
+  kv_in = None if cache is None else (cache.k_LBSKH, cache.v_LBSKH)
+  h, kv_out = lax.scan(layer, h, (params["layers"], flags_L, kv_in))
+  h = rms_norm(h, params["final_norm"], cfg)
+  if cache is not None:
+    cache = KVCache(k_LBSKH=kv_out[0], v_LBSKH=kv_out[1], pos_BS=k_pos_BS,
+                    index=cache.index + tokens_BT.shape[1])
+  return h, cache
+
+
+def logits_from_hidden(params: Params, h_BTD: jax.Array, cfg: ModelConfig) -> jax.Array:
+  """Output logits `[B, T, V]` in float32 from final hidden states (soft cap applied)."""
+  if cfg.tie_embeddings:
+    logits = jnp.einsum("btd,vd->btv", h_BTD, params["embed"].astype(h_BTD.dtype),
+                        preferred_element_type=F32)
+  else:
+    logits = jnp.einsum("btd,dv->btv", h_BTD, params["lm_head"].astype(h_BTD.dtype),
+                        preferred_element_type=F32)
+  if cfg.final_softcap:
+    logits = jnp.tanh(logits / cfg.final_softcap) * cfg.final_softcap
+  return logits
+
+
+def forward(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array,
+            cfg: ModelConfig, cache: KVCache | None = None
+            ) -> tuple[jax.Array, KVCache | None]:
+  """Float32 logits `[B, T, V]` and the updated cache (see `forward_hidden`)."""
+  h, cache = forward_hidden(params, tokens_BT, positions_BT, cfg, cache)
+  return logits_from_hidden(params, h, cfg), cache
