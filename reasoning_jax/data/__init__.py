@@ -1,0 +1,1 @@
+"""Data: synthetic tasks, dataset loaders, pipelines and tokenizers (host side)."""
