@@ -68,6 +68,11 @@ def _answer_line(text: str) -> str | None:
     if not matches:
       continue
     value = matches[-1].group(1).strip()
+    # "Final Answer: The final answer is $5$" restates the marker: take the innermost.
+    inner = _ANSWER_LINE_RE.search(value)
+    while inner is not None and inner.group(1).strip() and len(inner.group(1)) < len(value):
+      value = inner.group(1).strip()
+      inner = _ANSWER_LINE_RE.search(value)
     # Minerva style: "Final Answer: The final answer is $5$. I hope it is correct."
     value = re.sub(r"\.?\s*I hope it is correct\.?$", "", value, flags=re.IGNORECASE)
     value = value.strip().rstrip(".").strip()

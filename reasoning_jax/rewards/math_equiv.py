@@ -81,6 +81,9 @@ def parse_number(s: str) -> tuple[Fraction, bool] | None:
     return num[0] / den[0], percent
   if not _NUM_RE.match(s) or not re.search(r"\d", s):
     return None
+  exp = re.search(r"[eE]([+-]?\d+)$", s)
+  if exp and abs(int(exp.group(1))) > 1000:
+    return None  # 1e99999999 would build a gigantic exact integer; leave it to sympy
   try:
     return Fraction(s.replace(",", "")), percent
   except (ValueError, ZeroDivisionError):
@@ -92,7 +95,9 @@ def _close(a: Fraction, b: Fraction, rel_tol: float) -> bool:
     return True
   if a.denominator == 1 and b.denominator == 1:
     return False  # two integers are compared exactly: 123456789 is not 123456788
-  return math.isclose(float(a), float(b), rel_tol=rel_tol, abs_tol=rel_tol * 1e-3)
+  # Exact rational arithmetic: floats overflow on 1e400 and lose digits on big values.
+  tol = Fraction(rel_tol)
+  return abs(a - b) <= tol * max(abs(a), abs(b)) + tol * Fraction(1, 1000)
 
 
 def numbers_match(pred: tuple[Fraction, bool], gold: tuple[Fraction, bool],
