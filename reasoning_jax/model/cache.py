@@ -53,3 +53,15 @@ def repeat_cache(cache: KVCache, n: int) -> KVCache:
   return KVCache(k_LBSKH=jnp.repeat(cache.k_LBSKH, n, axis=1),
                  v_LBSKH=jnp.repeat(cache.v_LBSKH, n, axis=1),
                  pos_BS=jnp.repeat(cache.pos_BS, n, axis=0), index=cache.index)
+
+
+def cache_shardings(cfg: ModelConfig, mesh, rules, batch: int, length: int) -> KVCache:
+  """A KVCache of NamedShardings: rows over the batch axes, kv heads over tensor."""
+  from reasoning_jax.sharding import named_sharding, replicated
+  kv = named_sharding("KV cache", (cfg.n_layers, batch, length, cfg.n_kv_heads,
+                                   cfg.head_dim),
+                      ("layers", "batch", "cache_seq", "kv_heads", "head_dim"), mesh, rules)
+  return KVCache(k_LBSKH=kv, v_LBSKH=kv,
+                 pos_BS=named_sharding("cache positions", (batch, length),
+                                       ("batch", "cache_seq"), mesh, rules),
+                 index=replicated(mesh))

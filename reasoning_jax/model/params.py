@@ -139,3 +139,18 @@ def check_params(params: Params, cfg: ModelConfig, where: str = "params") -> Non
   bad = [f"{k}: got {have[k]}, config says {want[k]}" for k in want if have[k] != want[k]]
   if bad:
     raise ValueError(f"{where} have shapes that do not match the config: " + "; ".join(bad))
+
+
+def param_shardings(cfg: ModelConfig, mesh, rules) -> Params:
+  """A NamedSharding per param leaf under `rules` (a `reasoning_jax.sharding`
+  table), checked for divisibility on `mesh` with an error that names the axis."""
+  from reasoning_jax.sharding import named_sharding
+  return jax.tree_util.tree_map_with_path(
+      lambda path, s: named_sharding(f"param {jax.tree_util.keystr(path)}", s.shape,
+                                     s.axes, mesh, rules),
+      param_specs(cfg), is_leaf=_is_spec)
+
+
+def shard_params(params: Params, cfg: ModelConfig, mesh, rules) -> Params:
+  """`params` placed on `mesh` under `rules` (an on-device reshard if already placed)."""
+  return jax.device_put(params, param_shardings(cfg, mesh, rules))
