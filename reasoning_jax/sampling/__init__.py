@@ -1,0 +1,16 @@
+"""In-graph sampling: one jitted prefill + `lax.while_loop` decode, traced sampling knobs.
+
+Entry point: `generate(params, config, prompts, key=..., max_new_tokens=...)`.
+"""
+from reasoning_jax.sampling.budget import ThinkingBudget
+from reasoning_jax.sampling.generate import bucket, generate, left_pad
+from reasoning_jax.sampling.processors import (processed_logprobs, sample,
+                                               sort_and_truncate, token_logprobs)
+from reasoning_jax.sampling.state import (BUDGET, FINISH_REASONS, LENGTH, RUNNING, STOP,
+                                          DecodeState, SampleOutput)
+
+__all__ = [
+    "BUDGET", "DecodeState", "FINISH_REASONS", "LENGTH", "RUNNING", "STOP",
+    "SampleOutput", "ThinkingBudget", "bucket", "generate", "left_pad",
+    "processed_logprobs", "sample", "sort_and_truncate", "token_logprobs",
+]

