@@ -153,9 +153,15 @@ class FormatReward:
 @dataclasses.dataclass(frozen=True)
 class CountdownReward:
   """Countdown: the answer after `marker` must use `metadata["numbers"]` (all of them
-  when `use_all`) and equal `metadata["target"]`; the gold field is unused."""
+  when `use_all`) and equal `metadata["target"]`; the gold field is unused.
+
+  `prefix`/`suffix`: required exact wrappers (the cold-start formats); an answer without
+  them is wrong (reason unparsable_answer), never silently accepted.
+  """
   marker: str | None = None
   use_all: bool = True
+  prefix: str = ""
+  suffix: str = ""
 
   def __call__(self, item: RewardItem) -> float:
     try:
@@ -165,8 +171,14 @@ class CountdownReward:
     text = _after(item.completion, self.marker)
     if text is None:
       raise UnparsableAnswer(f"no {self.marker!r} marker", 0.0)
+    text = text.strip()
+    if not (text.startswith(self.prefix) and text.endswith(self.suffix)
+            and len(text) >= len(self.prefix) + len(self.suffix)):
+      raise UnparsableAnswer(f"answer lacks the required {self.prefix!r}/"
+                             f"{self.suffix!r} wrapper", 0.0)
+    text = text[len(self.prefix):len(text) - len(self.suffix)]
     try:
-      ok, _ = check_countdown(text.strip(), numbers, int(target), self.use_all)
+      ok, _ = check_countdown(text, numbers, int(target), self.use_all)
     except ExpressionError as e:
       raise UnparsableAnswer(str(e), 0.0) from None
     return float(ok)

@@ -1,0 +1,216 @@
+"""Synthetic task machinery: examples, cold-start formats, splits, the Task base class.
+
+A task turns a seed into problems deterministically. Each `Example` keeps the rationale
+and the answer apart, joined by an end-of-rationale marker: the model's target is
+`rationale + rationale_end + answer` (EOS is the tokenizer's). GARL/PAFT teacher-force
+the gold `answer` after each sampled rationale, so the answer string here is exactly
+what the model must emit after the marker, in the RL (possibly cold-start) format.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import hashlib
+import json
+import random
+from typing import Any, Mapping
+
+from reasoning_jax.rewards.base import RewardItem
+from reasoning_jax.rewards.registry import get_reward
+
+COLD_START_KINDS = ("none", "suffix", "prefix", "reverse")
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+  """One problem. `answer` is the gold string exactly as the model must emit it.
+
+  `reward`/`reward_kwargs` name the verifier (`get_reward(reward, **reward_kwargs)`);
+  `metadata` carries what the verifier needs (e.g. Countdown's numbers) and task facts
+  (difficulty, split, cold-start depth, the warm-up-format answer).
+  """
+  prompt: str
+  rationale: str
+  answer: str
+  rationale_end: str
+  reward: str
+  reward_kwargs: Mapping[str, Any]
+  metadata: Mapping[str, Any]
+
+  @property
+  def target(self) -> str:
+    """What the model should write after the prompt: rationale, marker, answer."""
+    return self.rationale + self.rationale_end + self.answer
+
+  @property
+  def text(self) -> str:
+    """Prompt and target, one string (for SFT on a character-level model)."""
+    return self.prompt + self.target
+
+  def make_reward(self):
+    """The verifier for this example (a picklable reward for `RewardRunner`)."""
+    return get_reward(self.reward, **self.reward_kwargs)
+
+  def reward_item(self, completion: str, num_tokens: int | None = None) -> RewardItem:
+    """A RewardItem scoring `completion` (text after the prompt) against this example."""
+    return RewardItem(completion, self.answer, num_tokens, dict(self.metadata))
+
+  def rationale_correct(self, completion: str) -> bool:
+    """True iff the text before the last marker is exactly the worked rationale.
+
+    Exact match alone hides rationale collapse (cold-start notes); log this next to it.
+    """
+    i = completion.rfind(self.rationale_end)
+    return i >= 0 and completion[:i] == self.rationale
+
+  def to_record(self, index: int = 0) -> dict[str, Any]:
+    """The data layer's common schema (id, question, answer, rationale, context,
+    answer_aliases) plus `rationale_end`, `reward` and JSON `metadata`."""
+    return {"id": f"{self.metadata.get('task', 'task')}/{self.metadata.get('split', '')}/"
+                  f"{index}",
+            "question": self.prompt, "answer": self.answer, "rationale": self.rationale,
+            "context": "", "answer_aliases": [], "rationale_end": self.rationale_end,
+            "reward": self.reward, "reward_kwargs": json.dumps(dict(self.reward_kwargs)),
+            "metadata": json.dumps(dict(self.metadata), sort_keys=True)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ColdStart:
+  """How the RL answer format differs from the warm-up format (the paper's cold start).
+
+  kind: "none"; "suffix" (`depth` marker characters after the answer, which warm-up
+    never wrote: like a required closing tag); "prefix" (before it); "reverse" (digits
+    reversed). Each extra marker multiplies the warmed-up model's answer likelihood by a
+    small factor, so `depth` sets log w; the gold stays reachable (non-zero likelihood)
+    because the marker is in the vocabulary.
+  depths: if non-empty, each example draws its depth from this tuple (deterministic in
+    the prompt), to mix very different P in one batch; `cue_in_prompt` then appends the
+    depth's markers to the prompt so the format is inferable.
+  """
+  kind: str = "none"
+  depth: int = 1
+  marker: str = "!"
+  depths: tuple[int, ...] = ()
+  cue_in_prompt: bool = True
+
+  def __post_init__(self):
+    if self.kind not in COLD_START_KINDS:
+      raise ValueError(f"Unknown cold-start kind {self.kind!r}; choose one of "
+                       f"{COLD_START_KINDS}.")
+    if len(self.marker) != 1:
+      raise ValueError(f"cold-start marker must be one character (one token for a "
+                       f"char-level model), got {self.marker!r}.")
+    for d in (self.depth, *self.depths):
+      if not isinstance(d, int) or d < 0:
+        raise ValueError(f"cold-start depths must be ints >= 0, got {d!r}.")
+
+  def depth_for(self, prompt: str) -> int:
+    """The depth used for this prompt."""
+    if not self.depths:
+      return self.depth
+    return self.depths[_hash01(prompt, "depth") * len(self.depths) // (1 << 32)]
+
+  def apply(self, answer: str, depth: int) -> str:
+    """The RL-format answer from the warm-up-format answer."""
+    if self.kind == "suffix":
+      return answer + self.marker * depth
+    if self.kind == "prefix":
+      return self.marker * depth + answer
+    if self.kind == "reverse":
+      return answer[::-1]
+    return answer
+
+
+def _hash01(text: str, salt: str) -> int:
+  """A stable 32-bit hash (Python's hash() is salted per process)."""
+  return int.from_bytes(hashlib.sha256(f"{salt}:{text}".encode()).digest()[:4], "big")
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+  """What a task generator returns: warm-up-format texts and verifier metadata."""
+  prompt: str
+  rationale: str
+  answer: str
+  metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Task(abc.ABC):
+  """A synthetic task family. Subclasses implement `_problem`, `_verifier`, `alphabet`.
+
+  Splits are decided by a stable hash of the prompt (`heldout_fraction` of all possible
+  prompts are held out), so the warm-up corpus, the RL train prompts and the held-out
+  prompts never overlap, whatever the seeds.
+  """
+  name = "task"
+
+  def __init__(self, *, cold_start: ColdStart = ColdStart(), rationale_end: str = "|",
+               heldout_fraction: float = 0.05):
+    if not isinstance(cold_start, ColdStart):
+      raise TypeError(f"cold_start must be a ColdStart, got {type(cold_start).__name__}.")
+    if not rationale_end:
+      raise ValueError("rationale_end must be a non-empty marker string.")
+    if not 0.0 < heldout_fraction < 1.0:
+      raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction!r}.")
+    self.cold_start, self.rationale_end = cold_start, rationale_end
+    self.heldout_fraction = heldout_fraction
+
+  @abc.abstractmethod
+  def _problem(self, rng: random.Random) -> Problem:
+    """Draws one problem in the warm-up format."""
+
+  @abc.abstractmethod
+  def _verifier(self, cold: bool, depth: int) -> tuple[str, dict[str, Any]]:
+    """(reward name, kwargs) that accept exactly the right answers in that format."""
+
+  @property
+  @abc.abstractmethod
+  def alphabet(self) -> str:
+    """Every character any prompt, rationale or answer of this task can contain."""
+
+  def split_of(self, prompt: str) -> str:
+    """"heldout" or "train", from a stable hash of the prompt."""
+    held = _hash01(prompt, self.name) < self.heldout_fraction * (1 << 32)
+    return "heldout" if held else "train"
+
+  def _examples(self, n: int, seed: int, split: str, cold: bool) -> list[Example]:
+    if not isinstance(n, int) or n < 0:
+      raise ValueError(f"n must be an int >= 0, got {n!r}.")
+    if split not in ("train", "heldout"):
+      raise ValueError(f"split must be 'train' or 'heldout', got {split!r}.")
+    rng = random.Random(f"{self.name}:{seed}:{split}:{int(cold)}")
+    seen, out = set(), []
+    attempts, max_attempts = 0, 200 * n + 1000
+    while len(out) < n:
+      attempts += 1
+      if attempts > max_attempts:
+        raise ValueError(f"{self.name}: found only {len(out)} distinct {split} problems "
+                         f"of {n} requested; raise the difficulty or ask for fewer.")
+      p = self._problem(rng)
+      if p.prompt in seen or self.split_of(p.prompt) != split:
+        continue
+      seen.add(p.prompt)
+      out.append(self._finish(p, split, cold))
+    return out
+
+  def _finish(self, p: Problem, split: str, cold: bool) -> Example:
+    depth = self.cold_start.depth_for(p.prompt) if cold else 0
+    use_cold = cold and self.cold_start.kind != "none"
+    answer = self.cold_start.apply(p.answer, depth) if use_cold else p.answer
+    prompt = p.prompt
+    if use_cold and self.cold_start.depths and self.cold_start.cue_in_prompt:
+      prompt = prompt + self.cold_start.marker * depth
+    name, kwargs = self._verifier(use_cold, depth)
+    meta = {"task": self.name, "split": split, "warmup_answer": p.answer,
+            "cold_start": self.cold_start.kind if use_cold else "none",
+            "cold_start_depth": depth if use_cold else 0, **p.metadata}
+    return Example(prompt, p.rationale, answer, self.rationale_end, name, kwargs, meta)
+
+  def warmup_corpus(self, n: int, seed: int = 0) -> list[Example]:
+    """n warm-up SFT examples (train split, warm-up answer format)."""
+    return self._examples(n, seed, "train", cold=False)
+
+  def rl_prompts(self, n: int, seed: int = 0, split: str = "train") -> list[Example]:
+    """n RL examples of `split` ("train" or "heldout"), answers in the RL format
+    (the cold-start format when `cold_start.kind != "none"`)."""
+    return self._examples(n, seed, split, cold=True)
