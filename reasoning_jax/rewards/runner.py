@@ -221,10 +221,16 @@ class RewardRunner:
     outcomes: list[Outcome | None] = [None] * n
     remaining = n
     while remaining:
-      for w in self._workers:
+      for k, w in enumerate(self._workers):
         if w.state == "idle" and queue:
-          w.chunk, w.pos, w.state, w.since = queue.popleft(), 0, "busy", time.monotonic()
-          w.conn.send((reward, [items[i] for i in w.chunk]))
+          chunk = queue.popleft()
+          try:
+            w.conn.send((reward, [items[i] for i in chunk]))
+          except (OSError, ValueError):  # died while idle (e.g. OOM-killed): replace
+            queue.appendleft(chunk)
+            self._workers[k] = self._replace(w)
+            continue
+          w.chunk, w.pos, w.state, w.since = chunk, 0, "busy", time.monotonic()
       live = {w.conn: w for w in self._workers if w.state != "idle"}
       deadline = min(w.since + (self.timeout_s if w.state == "busy"
                                 else self.startup_timeout_s) for w in live.values())

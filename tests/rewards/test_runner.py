@@ -115,3 +115,12 @@ def test_in_process_mode_and_bad_input():
 def test_unpicklable_reward_is_a_clear_error(runner):
   with pytest.raises(TypeError, match="picklable"):
     runner.score(lambda item: 1.0, make_items(["a"]))
+
+
+def test_worker_killed_while_idle_is_replaced(runner):
+  victim = runner._workers[0].proc
+  victim.kill()
+  victim.join(5)
+  res = runner.score(Misbehave(), make_items(["a", "bb", "ccc", "dddd"] * 3))
+  assert res.scores.tolist() == [1.0, 2.0, 3.0, 4.0] * 3
+  assert len(runner._workers) == 2 and all(w.proc.is_alive() for w in runner._workers)
