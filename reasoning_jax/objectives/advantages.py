@@ -26,11 +26,15 @@ def _groups(rewards_B: Array, group_size: int, min_size: int = 1) -> Array:
 
 def group_normalized(rewards_B: Array, group_size: int, eps: float = 1e-6,
                      ddof: int = 1) -> Array:
-  """GRPO: (r - mean_G r) / (std_G r + eps), Bessel-corrected std by default (ddof=1)."""
+  """GRPO: (r - mean_G r) / (std_G r + eps), Bessel-corrected std by default (ddof=1).
+
+  A zero-variance group gets exactly 0 (never 0/0, whatever eps).
+  """
   r_NG = _groups(rewards_B, group_size, min_size=1 + ddof)
   mean = jnp.mean(r_NG, axis=-1, keepdims=True)
   std = jnp.std(r_NG, axis=-1, keepdims=True, ddof=ddof)
-  return ((r_NG - mean) / (std + eps)).reshape(-1)
+  safe = jnp.where(std > 0, std + eps, 1.0)
+  return jnp.where(std > 0, (r_NG - mean) / safe, 0.0).reshape(-1)
 
 
 def mean_centered(rewards_B: Array, group_size: int) -> Array:
