@@ -1,0 +1,1 @@
+"""Training infrastructure: train state, steps, loops, checkpoints, metrics."""
