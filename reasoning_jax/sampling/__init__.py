@@ -6,11 +6,12 @@ from reasoning_jax.sampling.budget import ThinkingBudget
 from reasoning_jax.sampling.generate import bucket, generate, left_pad
 from reasoning_jax.sampling.processors import (processed_logprobs, sample,
                                                sort_and_truncate, token_logprobs)
+from reasoning_jax.sampling.sharding import RolloutSharding
 from reasoning_jax.sampling.state import (BUDGET, FINISH_REASONS, LENGTH, RUNNING, STOP,
                                           DecodeState, SampleOutput)
 
 __all__ = [
-    "BUDGET", "DecodeState", "FINISH_REASONS", "LENGTH", "RUNNING", "STOP",
+    "BUDGET", "DecodeState", "FINISH_REASONS", "LENGTH", "RUNNING", "RolloutSharding", "STOP",
     "SampleOutput", "ThinkingBudget", "bucket", "generate", "left_pad",
     "processed_logprobs", "sample", "sort_and_truncate", "token_logprobs",
 ]

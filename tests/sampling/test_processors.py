@@ -1,0 +1,102 @@
+"""Sampling functions draw from the exact tempered / top-k / top-p distribution.
+
+The reference distribution is computed independently in numpy (float64) from the
+definitions: softmax(logits / T), keep the k largest, renormalise, keep the smallest
+prefix whose mass reaches p, renormalise.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from reasoning_jax import sampling as rs
+
+LOGITS_V = np.array([2.0, 1.5, 1.2, 0.3, 0.0, -0.4, -1.0, -2.5], np.float32)
+
+
+def reference_probs(logits, temperature, top_k, top_p) -> np.ndarray:
+  """The sampling distribution in token order, float64."""
+  z = np.asarray(logits, np.float64) / temperature
+  order = np.argsort(-z, kind="stable")
+  keep = np.ones(len(z), bool)
+  if top_k > 0:
+    keep[order[top_k:]] = False
+  p = np.where(keep, np.exp(z - z.max()), 0.0)
+  p /= p.sum()
+  if top_p < 1.0:
+    mass = 0.0
+    for i in order:
+      if mass >= top_p:
+        keep[i] = False
+      mass += p[i]
+    p = np.where(keep, p, 0.0)
+    p /= p.sum()
+  return p
+
+
+@jax.jit
+def _draw(key, logits_V, temperature, top_k, top_p):
+  n = 40_000
+  keys = jax.random.split(key, n)
+  logits_NV = jnp.broadcast_to(logits_V[None, :], (n, logits_V.shape[0]))
+  return rs.sample(keys, logits_NV, temperature, top_k, top_p)
+
+
+CASES = [(1.0, 0, 1.0), (0.7, 0, 1.0), (1.6, 3, 1.0), (1.0, 0, 0.6), (0.5, 4, 0.8),
+         (2.0, 0, 0.9)]
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", CASES)
+def test_samples_follow_the_truncated_tempered_distribution(temperature, top_k, top_p):
+  want = reference_probs(LOGITS_V, temperature, top_k, top_p)
+  tok, logp = _draw(jax.random.key(42), LOGITS_V, temperature, top_k, top_p)
+  tok, logp = np.asarray(tok), np.asarray(logp)
+  counts = np.bincount(tok, minlength=len(LOGITS_V))
+  support = want > 0
+  # Removed tokens are never drawn, and kept ones follow the distribution (chi-square).
+  assert counts[~support].sum() == 0
+  assert stats.chisquare(counts[support], want[support] * len(tok)).pvalue > 1e-3
+  # The test has power: the untruncated, untempered distribution is rejected.
+  plain = reference_probs(LOGITS_V, 1.0, 0, 1.0)
+  if not np.allclose(plain, want, atol=0.02):
+    assert stats.chisquare(counts, plain * len(tok)).pvalue < 1e-6
+  # Each draw's logprob is its log-probability under the sampling distribution.
+  np.testing.assert_allclose(logp, np.log(want[tok]), rtol=0, atol=2e-6)
+
+
+def test_greedy_is_argmax_with_zero_logprob_and_first_id_on_ties():
+  logits = jnp.array([[0.0, 3.0, 3.0, 1.0], [5.0, -1.0, 0.0, 0.0]])
+  keys = jax.random.split(jax.random.key(0), 2)
+  tok, logp = rs.sample(keys, logits, 0.0, 0, 1.0)
+  np.testing.assert_array_equal(np.asarray(tok), [1, 0])
+  np.testing.assert_array_equal(np.asarray(logp), [0.0, 0.0])
+
+
+def test_top_k_keeps_exactly_k_tokens_on_ties_and_top_p_keeps_the_top_token():
+  logits = jnp.array([[1.0, 3.0, 3.0, 3.0, 0.0]])
+  masked, perm = rs.sort_and_truncate(logits, jnp.int32(2), jnp.float32(1.0))
+  np.testing.assert_array_equal(np.asarray(perm[0]), [1, 2, 3, 0, 4])
+  assert np.isfinite(np.asarray(masked[0])).tolist() == [True, True, False, False, False]
+  # top_p smaller than the top token's mass still keeps that token.
+  masked, perm = rs.sort_and_truncate(jnp.array([[0.0, 4.0, 1.0]]), jnp.int32(0),
+                                      jnp.float32(0.01))
+  assert np.isfinite(np.asarray(masked[0])).tolist() == [True, False, False]
+  assert int(perm[0, 0]) == 1
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", CASES)
+def test_processed_logprobs_match_reference(temperature, top_k, top_p):
+  got = np.asarray(rs.processed_logprobs(jnp.asarray(LOGITS_V)[None], temperature, top_k,
+                                         top_p))[0]
+  want = reference_probs(LOGITS_V, temperature, top_k, top_p)
+  np.testing.assert_array_equal(np.isfinite(got), want > 0)
+  np.testing.assert_allclose(np.exp(got), want, rtol=0, atol=1e-6)
+
+
+def test_token_logprobs_is_unmodified_log_softmax():
+  logits = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
+  tok = np.array([0, 5, 7], np.int32)
+  want = logits[np.arange(3), tok] - np.log(np.exp(logits.astype(np.float64)).sum(-1))
+  np.testing.assert_allclose(np.asarray(rs.token_logprobs(jnp.asarray(logits), tok)),
+                             want, rtol=0, atol=1e-6)
