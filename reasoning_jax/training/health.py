@@ -25,23 +25,23 @@ class HealthConfig:
   """Thresholds for `HealthMonitor`.
 
   Attributes:
-    zero_reward_steps: warn once all rewards have been zero for this many consecutive
-      steps (and again every `zero_reward_steps` steps while it lasts).
+    zero_reward_patience: warn once all rewards have been zero for this many consecutive
+      steps (and again every `zero_reward_patience` steps while it lasts).
     truncation_threshold: warn when the fraction of truncated completions exceeds it.
     reward_failure_threshold: warn when the fraction of reward computations that
       failed (timeouts, crashes) exceeds it.
     repeat_every: a repeated truncation/failure warning is logged at most once per
       this many steps, so a long bad stretch does not drown the log.
   """
-  zero_reward_steps: int = 5
+  zero_reward_patience: int = 5
   truncation_threshold: float = 0.5
   reward_failure_threshold: float = 0.05
   repeat_every: int = 10
 
   def __post_init__(self):
-    if self.zero_reward_steps < 1 or self.repeat_every < 1:
-      raise ValueError("zero_reward_steps and repeat_every must be >= 1, got "
-                       f"{self.zero_reward_steps} and {self.repeat_every}")
+    if self.zero_reward_patience < 1 or self.repeat_every < 1:
+      raise ValueError("zero_reward_patience and repeat_every must be >= 1, got "
+                       f"{self.zero_reward_patience} and {self.repeat_every}")
     for name in ("truncation_threshold", "reward_failure_threshold"):
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f"{name} is a fraction in [0, 1], got {getattr(self, name)}")
@@ -53,6 +53,11 @@ class HealthReport:
   apply_update: bool
   warnings: tuple[str, ...]
 
+  def __bool__(self):
+    # `if monitor.check(...)` could mean "ok" or "has warnings"; make callers say which.
+    raise TypeError("HealthReport has no truth value; test report.apply_update "
+                    "(False: skip this update) or report.warnings")
+
 
 def _all_finite(value: Any) -> bool:
   return bool(np.all(np.isfinite(np.asarray(value, dtype=np.float64))))
@@ -61,10 +66,15 @@ def _all_finite(value: Any) -> bool:
 class HealthMonitor:
   """Keeps the streaks across steps; call `check` once per training step."""
 
-  def __init__(self, config: HealthConfig = HealthConfig(),
-               logger: logging.Logger | None = None):
-    """`logger` defaults to the `reasoning_jax.health` logger."""
-    self.config = config
+  def __init__(self, config: HealthConfig | None = None, *,
+               logger: logging.Logger | None = None, **overrides: Any):
+    """Thresholds from `config` (default `HealthConfig()`) with keyword `overrides`.
+
+    `HealthMonitor(zero_reward_patience=3)` equals
+    `HealthMonitor(HealthConfig(zero_reward_patience=3))`; an unknown keyword raises
+    TypeError. `logger` defaults to the `reasoning_jax.health` logger.
+    """
+    self.config = dataclasses.replace(config or HealthConfig(), **overrides)
     self.logger = logger or _LOG
     self.zero_reward_streak = 0
     self.refused_steps = 0
@@ -111,7 +121,7 @@ class HealthMonitor:
       r = np.asarray(rewards, dtype=np.float64)
       if r.size and np.all(r == 0):
         self.zero_reward_streak += 1
-        if self.zero_reward_streak % cfg.zero_reward_steps == 0:
+        if self.zero_reward_streak % cfg.zero_reward_patience == 0:
           self._warn("zero_rewards", step,
                      f"all rewards have been 0 for {self.zero_reward_streak} consecutive "
                      "steps; nothing is being learned. Check that answers are extracted "

@@ -140,7 +140,7 @@ def test_plots_one_png_per_group(tmp_path):
 
 
 def test_health_zero_reward_streak(caplog):
-  mon = HealthMonitor(HealthConfig(zero_reward_steps=3))
+  mon = HealthMonitor(zero_reward_patience=3)
   with caplog.at_level(logging.WARNING, logger="reasoning_jax.health"):
     reports = [mon.check(s, rewards=np.zeros(4)) for s in range(1, 7)]
   warned = [s for s, r in zip(range(1, 7), reports) if r.warnings]
@@ -187,3 +187,16 @@ def test_health_reward_failures():
     mon.check(3, reward_failures=1)
   with pytest.raises(ValueError, match="truncation_threshold is a fraction"):
     HealthConfig(truncation_threshold=1.5)
+  with pytest.raises(ValueError, match="truncation_threshold is a fraction"):
+    HealthMonitor(truncation_threshold=-0.1)
+  with pytest.raises(TypeError, match="zero_reward_streak"):
+    HealthMonitor(zero_reward_streak=3)
+  assert HealthMonitor(HealthConfig(repeat_every=4), truncation_threshold=0.2).config == (
+      HealthConfig(truncation_threshold=0.2, repeat_every=4))
+
+
+def test_health_report_has_no_truth_value():
+  report = HealthMonitor().check(1, loss=1.0)
+  assert report.apply_update and report.warnings == ()
+  with pytest.raises(TypeError, match="test report.apply_update"):
+    bool(report)
