@@ -217,3 +217,14 @@ def test_sigkill_during_save_leaves_previous_step_loadable(tmp_path):
     ckpt.wait()
     assert ckpt.all_steps() == [1, 2]
     np.testing.assert_array_equal(ckpt.restore(2).state["x"], np.arange(4))
+
+
+def test_buffers_may_be_freed_once_async_save_returns(tmp_path):
+  # The trainer donates its state to the next step right after `save` returns.
+  x = jnp.asarray(np.random.default_rng(0).random((512, 1024), dtype=np.float32))
+  expected = np.asarray(x)
+  with CheckpointManager(tmp_path) as ckpt:
+    ckpt.save(1, {"x": x})
+    x.delete()
+    ckpt.wait()
+    np.testing.assert_array_equal(np.asarray(ckpt.restore().state["x"]), expected)
