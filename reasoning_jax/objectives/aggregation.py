@@ -89,6 +89,7 @@ def accumulate_value_and_grad(
     w, met = fn(p, mb)
     return w.total, (w.weight, met)
 
+  # Not jitted here: the trainer jits its whole step around this (or around `fn`).
   grad_fn = jax.value_and_grad(total_fn, has_aux=True)
   total, weight, metrics, grads = None, None, None, None
   for mb in micro_batches:
