@@ -1,0 +1,147 @@
+"""The `reasoning-jax` command: train | eval | sample | convert.
+
+    reasoning-jax train                                  # the quickstart, embedded defaults
+    reasoning-jax train --gin_file experiments/x.gin --gin_param 'RLConfig.steps=10' \
+        --workdir runs/x                                 # running it again resumes
+    reasoning-jax eval --workdir runs/x                  # latest checkpoint, held-out split
+    reasoning-jax sample --workdir runs/x --prompt '123+456='
+    reasoning-jax convert --gguf smollm2 --out /tmp/smollm2_hf
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import gin
+
+log = logging.getLogger("reasoning_jax")
+
+
+def _parse_gin(files: list[str], params: list[str]):
+  """Parse gin files/bindings and build the Experiment; exits 2 with a clear message."""
+  from reasoning_jax.training.config import Experiment
+  for f in files:
+    if not os.path.exists(f):
+      sys.exit(f"error: gin file {f!r} does not exist")
+  try:
+    gin.parse_config_files_and_bindings(files, params)
+    exp = Experiment()
+  except Exception as e:  # gin raises ValueError/SyntaxError/etc. with the binding named
+    sys.exit(f"error: bad experiment configuration: {e}")
+  return exp, gin.config_str()
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--gin_file", action="append", default=[], help="experiment file(s)")
+  p.add_argument("--gin_param", action="append", default=[], help="a binding override")
+
+
+def cmd_train(a) -> int:
+  """Train (or resume) an experiment in --workdir."""
+  from reasoning_jax.training.loop import train
+  exp, text = _parse_gin(a.gin_file, a.gin_param)
+  final = train(exp, a.workdir, config_text=text)
+  keys = [k for k in sorted(final) if k.startswith("eval/")]
+  print("final: " + ", ".join(f"{k}={final[k]:.4f}" for k in keys))
+  print(f"run directory: {os.path.abspath(a.workdir)}")
+  return 0
+
+
+def cmd_eval(a) -> int:
+  """Evaluate a run's latest (or given) checkpoint on its held-out prompts."""
+  from reasoning_jax.training.loop import Trainer
+  if not os.path.isdir(os.path.join(a.workdir, "checkpoints")):
+    sys.exit(f"error: {a.workdir!r} has no checkpoints/ directory; train first")
+  files = a.gin_file or [os.path.join(a.workdir, "config.gin")]
+  exp, text = _parse_gin(files, a.gin_param)
+  t = Trainer(exp, a.workdir, text)
+  try:
+    step = t.resume()
+    if step == 0:
+      sys.exit(f"error: no checkpoint found in {a.workdir}/checkpoints")
+    for k, v in sorted(t.evaluate().items()):
+      print(f"{k}: {v:.4f}")
+  finally:
+    t.ckpt.close()
+    t.runner.close()
+  return 0
+
+
+def cmd_sample(a) -> int:
+  """Print completions of --prompt from a run's latest checkpoint."""
+  import jax
+  from reasoning_jax import sampling
+  from reasoning_jax.training.loop import Trainer
+  exp, text = _parse_gin(a.gin_file or [os.path.join(a.workdir, "config.gin")],
+                         a.gin_param)
+  t = Trainer(exp, a.workdir, text)
+  try:
+    t.resume()
+    out = sampling.generate(t.params, t.cfg, [t.codec.prompt_ids(a.prompt)],
+                            key=jax.random.key(a.seed), max_new_tokens=a.max_new_tokens,
+                            num_samples=a.num_samples, temperature=a.temperature,
+                            stop_tokens=(t.codec.eos_id,), pad_id=t.codec.pad_id)
+    for row, n in zip(out.tokens.tolist(), out.lengths.tolist()):
+      print(a.prompt + t.codec.decode(row[:n]))
+  finally:
+    t.ckpt.close()
+    t.runner.close()
+  return 0
+
+
+def cmd_convert(a) -> int:
+  """Convert a GGUF file (or 'smollm2') or HF directory to a HF directory."""
+  from reasoning_jax import model as rjm
+  src = a.gguf or a.hf
+  if not src:
+    sys.exit("error: give --gguf FILE (or 'smollm2') or --hf DIR")
+  if a.gguf:
+    from reasoning_jax.model.gguf_checkpoint import smollm2_gguf_path
+    path = smollm2_gguf_path() if a.gguf == "smollm2" else a.gguf
+    cfg, params = rjm.load_gguf_checkpoint(path, dtype=a.dtype)
+  else:
+    cfg, params = rjm.load_hf_checkpoint(a.hf, dtype=a.dtype)
+  rjm.save_hf_checkpoint(params, cfg, a.out)
+  print(f"wrote {a.out} ({cfg.family}, {cfg.num_params() / 1e6:.1f}M params)")
+  return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Entry point of the `reasoning-jax` console script."""
+  logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+  # Our own progress at INFO; libraries (orbax/absl, jax) only when they warn.
+  logging.getLogger("reasoning_jax").setLevel(logging.INFO)
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  p = argparse.ArgumentParser(prog="reasoning-jax", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = p.add_subparsers(dest="cmd")
+  t = sub.add_parser("train", help="train or resume an experiment")
+  _common(t)
+  t.add_argument("--workdir", default="runs/quickstart")
+  e = sub.add_parser("eval", help="evaluate a run's checkpoint")
+  _common(e)
+  e.add_argument("--workdir", required=True)
+  s = sub.add_parser("sample", help="sample from a run's checkpoint")
+  _common(s)
+  s.add_argument("--workdir", required=True)
+  s.add_argument("--prompt", required=True)
+  s.add_argument("--max_new_tokens", type=int, default=48)
+  s.add_argument("--num_samples", type=int, default=1)
+  s.add_argument("--temperature", type=float, default=0.0)
+  s.add_argument("--seed", type=int, default=0)
+  c = sub.add_parser("convert", help="convert checkpoints to a Hugging Face directory")
+  c.add_argument("--gguf")
+  c.add_argument("--hf")
+  c.add_argument("--out", required=True)
+  c.add_argument("--dtype", default="float32")
+  a = p.parse_args(argv)
+  if a.cmd is None:
+    a = p.parse_args(["train"] + (argv or []))
+  return {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
+          "convert": cmd_convert}[a.cmd](a)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,70 @@
+"""Held-out evaluation: greedy accuracy, pass@k and maj@k, lengths and truncation.
+
+Completions are always generated in full (rationale, marker, answer, EOS) and scored
+with each example's own verifier through the reward runner, whatever objective the
+model was trained with.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from reasoning_jax import sampling
+from reasoning_jax.evaluation.metrics import maj_at_k, mean_pass_at_k
+from reasoning_jax.training.rollout import _reward_scores
+
+
+def final_answer(example: Any, completion: str) -> str | None:
+  """The text after the last end-of-rationale marker (the voted answer), or None."""
+  marker = example.rationale_end
+  if marker not in completion:
+    return None
+  return completion.rsplit(marker, 1)[1].strip()
+
+
+def _generate(params, cfg, prompts, codec, *, key, max_new_tokens, samples, temperature):
+  out = sampling.generate(params, cfg, prompts, key=key, max_new_tokens=max_new_tokens,
+                          num_samples=samples, temperature=temperature,
+                          stop_tokens=(codec.eos_id,), pad_id=codec.pad_id)
+  toks, lens = np.asarray(out.tokens), np.asarray(out.lengths)
+  texts = [codec.decode(toks[r, :lens[r]].tolist()) for r in range(toks.shape[0])]
+  return texts, lens, np.asarray(out.finish_reason)
+
+
+def evaluate(params, cfg, examples: Sequence[Any], codec, runner, *, key: jax.Array,
+             max_new_tokens: int, samples: int = 4, temperature: float = 1.0,
+             prefix: str = "eval/") -> dict[str, float]:
+  """Evaluate on `examples`.
+
+  Returns `{prefix}accuracy`: the expected exact-match of one completion sampled at
+  `temperature` (the quantity RL maximises; equal to pass@1), `{prefix}greedy_accuracy`,
+  `{prefix}pass@{samples}` (unbiased estimator), `{prefix}maj@{samples}`,
+  `{prefix}length_mean`, `{prefix}truncated_frac` (greedy completions) and the
+  verifier's outcome counts. With `samples=0`, accuracy is the greedy one.
+  """
+  if not examples:
+    raise ValueError("evaluation needs at least one held-out example")
+  prompts = [codec.prompt_ids(e.prompt) for e in examples]
+  texts, lens, finish = _generate(params, cfg, prompts, codec, key=key,
+                                  max_new_tokens=max_new_tokens, samples=1, temperature=0.0)
+  greedy, counts = _reward_scores(examples, texts, lens, runner)
+  out = {f"{prefix}greedy_accuracy": float(np.mean(greedy > 0.5)),
+         f"{prefix}accuracy": float(np.mean(greedy > 0.5)),
+         f"{prefix}length_mean": float(lens.mean()),
+         f"{prefix}truncated_frac": float(np.mean(finish != sampling.STOP))}
+  out.update({f"{prefix}{k}": v for k, v in counts.items()})
+  if samples > 0:
+    stexts, slens, _ = _generate(params, cfg, prompts, codec, key=key,
+                                 max_new_tokens=max_new_tokens, samples=samples,
+                                 temperature=temperature)
+    rep = [examples[r // samples] for r in range(len(stexts))]
+    scores, _ = _reward_scores(rep, stexts, slens, runner)
+    correct = (scores > 0.5).reshape(len(examples), samples)
+    answers = [[final_answer(examples[i], stexts[i * samples + j]) for j in range(samples)]
+               for i in range(len(examples))]
+    out[f"{prefix}accuracy"] = float(mean_pass_at_k(correct, 1))
+    out[f"{prefix}pass@{samples}"] = float(mean_pass_at_k(correct, samples))
+    out[f"{prefix}maj@{samples}"] = float(maj_at_k(answers, correct, samples))
+  return out

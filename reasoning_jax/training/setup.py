@@ -1,0 +1,119 @@
+"""Building a run's parts from an `Experiment`: task, codec, model, data, objective."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from reasoning_jax import model as rjm
+from reasoning_jax.data.tasks import ColdStart, get_task
+from reasoning_jax.objectives import ObjectiveInputs
+from reasoning_jax.objectives.registry import get_objective
+from reasoning_jax.training.codec import Codec
+from reasoning_jax.training.config import Experiment
+
+# Objectives whose rollouts are rationales with a teacher-forced gold answer.
+TSALLIS_LAYOUT = ("garl", "paft")
+
+
+def build_task(exp: Experiment):
+  """The task with its cold-start format."""
+  t = exp.task
+  cold = ColdStart(kind=t.cold_start, depth=t.cold_start_depth,
+                   depths=tuple(t.cold_start_depths))
+  return get_task(t.name, cold_start=cold, **dict(t.kwargs))
+
+
+def build_codec(exp: Experiment, task) -> Codec:
+  """The text codec: the task's char vocabulary, the checkpoint's, or a path."""
+  name = exp.task.tokenizer
+  if name == "char":
+    return Codec(task.vocab())
+  from reasoning_jax.data.tokenizer import load_tokenizer, smollm2_gguf_path
+  if name == "checkpoint":
+    ckpt = exp.model.checkpoint
+    if not ckpt:
+      raise ValueError("TaskSpec.tokenizer='checkpoint' needs ModelSpec.checkpoint")
+    name = smollm2_gguf_path() if ckpt == "smollm2" else ckpt
+  return Codec(load_tokenizer(name))
+
+
+def build_model(exp: Experiment, codec: Codec, key: jax.Array):
+  """(config, params): a random preset sized to the codec, or a loaded checkpoint."""
+  m = exp.model
+  ckpt = m.checkpoint
+  if ckpt:
+    if ckpt == "smollm2":
+      from reasoning_jax.model.gguf_checkpoint import smollm2_gguf_path
+      ckpt = smollm2_gguf_path()
+    if not os.path.exists(ckpt):
+      raise FileNotFoundError(f"ModelSpec.checkpoint {ckpt!r} does not exist")
+    if ckpt.endswith(".gguf"):
+      cfg, params = rjm.load_gguf_checkpoint(ckpt, dtype=m.dtype)
+    else:
+      cfg, params = rjm.load_hf_checkpoint(ckpt, dtype=m.dtype)
+  else:
+    over = dict(m.overrides)
+    over.setdefault("vocab_size", codec.vocab_size)
+    cfg = rjm.preset(m.preset, dtype=m.dtype, **over)
+    params = rjm.init_params(cfg, key)
+  if codec.vocab_size > cfg.vocab_size:
+    raise ValueError(f"the tokenizer has {codec.vocab_size} tokens but the model's "
+                     f"vocabulary has {cfg.vocab_size} rows; use the model's own "
+                     "tokenizer (TaskSpec.tokenizer='checkpoint')")
+  return cfg, params
+
+
+def build_objective(exp: Experiment):
+  """(objective, its config, rollout layout)."""
+  obj = get_objective(exp.rl.objective)
+  fields = {f.name for f in dataclasses.fields(obj.config_cls)}
+  over = dict(exp.rl.objective_overrides)
+  unknown = sorted(set(over) - fields)
+  if unknown:
+    raise ValueError(f"objective {obj.name!r} has no options {unknown}; it has "
+                     f"{sorted(fields)}")
+  layout = "tsallis" if obj.name in TSALLIS_LAYOUT else "completion"
+  return obj, obj.config(**over), layout
+
+
+def uses_reference(exp: Experiment, ocfg: Any) -> bool:
+  """Whether a frozen reference policy is needed (a non-zero KL coefficient)."""
+  if exp.rl.reference in ("yes", "true", True):
+    return True
+  if exp.rl.reference in ("no", "false", False):
+    return False
+  for name in ("kl_coef", "beta", "kl_beta"):
+    if getattr(ocfg, name, 0.0):
+      return True
+  return False
+
+
+def sft_arrays(examples, codec: Codec) -> dict[str, np.ndarray]:
+  """Token, position and loss-mask arrays of warm-up examples (loss on the target)."""
+  seqs, starts = [], []
+  for ex in examples:
+    p = codec.prompt_ids(ex.prompt)
+    t = codec.encode(ex.rationale) + codec.encode(ex.rationale_end) + codec.encode(
+        ex.answer) + [codec.eos_id]
+    seqs.append(p + t)
+    starts.append(len(p))
+  L = max(len(s) for s in seqs)
+  tokens = np.full((len(seqs), L), codec.pad_id, np.int32)
+  mask = np.zeros((len(seqs), L), np.float32)
+  for i, (s, st) in enumerate(zip(seqs, starts)):
+    tokens[i, :len(s)] = s
+    mask[i, st:len(s)] = 1.0
+  positions = np.broadcast_to(np.arange(L, dtype=np.int32), tokens.shape).copy()
+  return {"tokens": tokens, "positions": positions, "mask": mask}
+
+
+def objective_inputs(roll, group: int) -> ObjectiveInputs:
+  """ObjectiveInputs of host rollouts (logp_BT is a placeholder the step replaces)."""
+  return ObjectiveInputs(
+      logp_BT=np.zeros(roll.tokens.shape, np.float32), mask_BT=roll.mask,
+      rewards_B=roll.rewards, rationale_mask_BT=roll.rationale_mask,
+      answer_mask_BT=roll.answer_mask, group_size=group)

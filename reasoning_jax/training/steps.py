@@ -1,0 +1,154 @@
+"""Jitted device steps: the optimizer, the SFT step, the RL update and the scoring pass.
+
+Every step is a pure function of (params, optimizer state, batch); the runner jits it
+once per run with the model config, objective and optimizer closed over (static), and
+donates params and optimizer state so updates happen in place. A step whose loss or
+gradient norm is not finite is refused: params and optimizer state come back as they
+went in, and the `finite` metric says so.
+
+Shape key: B rows, T tokens.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from reasoning_jax import model as rjm
+from reasoning_jax.objectives import ObjectiveInputs
+from reasoning_jax.objectives.aggregation import accumulate_value_and_grad
+from reasoning_jax.objectives.objective import Objective
+from reasoning_jax.objectives.types import masked_metric, metric_values
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class SeqBatch:
+  """Sequences to score or train on, and the objective's inputs for them.
+
+  Attributes:
+    tokens_BT, positions_BT: int32 sequences (prompt + completion [+ gold answer]);
+      negative positions mark left padding.
+    inputs: the objective's inputs; its `logp_BT` is a placeholder the step replaces
+      with the policy's log-probabilities.
+    sampler_logp_BT: the sampler's log-probabilities of the same tokens (0 where
+      unknown), for the sampler-vs-trainer gap metric.
+  """
+  tokens_BT: jax.Array
+  positions_BT: jax.Array
+  inputs: ObjectiveInputs
+  sampler_logp_BT: jax.Array
+
+
+def make_optimizer(learning_rate: float, *, total_steps: int, warmup_steps: int = 0,
+                   schedule: str = "constant", b2: float = 0.999, eps: float = 1e-8,
+                   weight_decay: float = 0.0, grad_clip: float = 1.0
+                   ) -> optax.GradientTransformation:
+  """AdamW with global-norm clipping and a warmup + (constant | cosine) schedule."""
+  if schedule == "cosine":
+    lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(warmup_steps, 1),
+                                            max(total_steps, warmup_steps + 1),
+                                            end_value=0.1 * learning_rate)
+  elif schedule == "constant":
+    lr = (optax.linear_schedule(0.0, learning_rate, warmup_steps) if warmup_steps
+          else learning_rate)
+    if warmup_steps:
+      lr = optax.join_schedules([lr, optax.constant_schedule(learning_rate)],
+                                [warmup_steps])
+  else:
+    raise ValueError(f"unknown schedule {schedule!r}; use 'constant' or 'cosine'")
+  parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip else []
+  parts.append(optax.adamw(lr, b2=b2, eps=eps, weight_decay=weight_decay))
+  return optax.chain(*parts)
+
+
+def _split_rows(batch: SeqBatch, n: int, group: int) -> list[SeqBatch]:
+  """`n` row-slices of the batch, each holding whole groups."""
+  rows = batch.tokens_BT.shape[0]
+  if rows % (n * group):
+    raise ValueError(f"{rows} rows do not split into {n} micro-batches of whole groups "
+                     f"of {group}; choose micro_batches dividing {rows // group}")
+  size = rows // n
+
+  def take(i):
+    return jax.tree.map(lambda x: x[i * size:(i + 1) * size] if x.ndim else x, batch)
+  return [take(i) for i in range(n)]
+
+
+def _guarded_update(params, opt_state, grads, loss, tx: optax.GradientTransformation):
+  gnorm = optax.tree.norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
+  updates, new_opt = tx.update(grads, opt_state, params)
+  new_params = optax.apply_updates(params, updates)
+  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+  return keep(new_params, params), keep(new_opt, opt_state), gnorm, finite
+
+
+def rl_update(params, opt_state, batch: SeqBatch, *, cfg: rjm.ModelConfig,
+              objective: Objective, objective_cfg: Any, tx: optax.GradientTransformation,
+              micro_batches: int = 1, temperature: float = 1.0, chunk: int = 256):
+  """One optimizer update of `objective` on `batch` (exact micro-batch accumulation).
+
+  Returns:
+    (params, opt_state, metrics): metrics hold the loss, the objective's metrics,
+    the gradient norm, `finite` (0 when the update was refused) and the mean absolute
+    gap between sampler and trainer log-probabilities on trained tokens.
+  """
+  group = batch.inputs.group_size or 1
+
+  def fn(p, mb: SeqBatch):
+    logp, ent = rjm.token_logprobs(p, cfg, mb.tokens_BT, mb.positions_BT, chunk=chunk,
+                                   temperature=temperature)
+    w, mets = objective.loss_terms(mb.inputs.replace(logp_BT=logp, entropy_BT=ent),
+                                   objective_cfg)
+    # Sampled tokens only (forced and teacher-forced tokens carry a 0 sampler logprob).
+    known = mb.inputs.mask_BT * (mb.sampler_logp_BT != 0)
+    gap = masked_metric(jnp.abs(logp - mb.sampler_logp_BT), known)
+    return w, dict(mets, sampler_trainer_gap=gap)
+
+  loss, metrics, grads = accumulate_value_and_grad(
+      fn, params, _split_rows(batch, micro_batches, group))
+  params, opt_state, gnorm, finite = _guarded_update(params, opt_state, grads, loss, tx)
+  out = {f"loss/{k}": v for k, v in metric_values(metrics).items()}
+  out.update({"loss/total": loss, "loss/grad_norm": gnorm,
+              "loss/finite": finite.astype(jnp.float32)})
+  return params, opt_state, out
+
+
+def score(params, batch: SeqBatch, *, cfg: rjm.ModelConfig, temperature: float = 1.0,
+          chunk: int = 256) -> tuple[jax.Array, jax.Array]:
+  """Log-probabilities and entropies of the batch's tokens (no gradient)."""
+  return rjm.token_logprobs(params, cfg, batch.tokens_BT, batch.positions_BT, chunk=chunk,
+                            temperature=temperature)
+
+
+def sft_update(params, opt_state, tokens_BT, positions_BT, mask_BT, *,
+               cfg: rjm.ModelConfig, tx: optax.GradientTransformation, chunk: int = 256):
+  """One token-NLL step on `mask_BT` tokens (token-mean); returns metrics too."""
+  def loss_fn(p):
+    logp, _ = rjm.token_logprobs(p, cfg, tokens_BT, positions_BT, chunk=chunk)
+    m = mask_BT.astype(jnp.float32)
+    return -jnp.sum(logp * m) / jnp.maximum(jnp.sum(m), 1.0)
+
+  loss, grads = jax.value_and_grad(loss_fn)(params)
+  params, opt_state, gnorm, finite = _guarded_update(params, opt_state, grads, loss, tx)
+  return params, opt_state, {"sft/loss": loss, "sft/grad_norm": gnorm,
+                             "sft/finite": finite.astype(jnp.float32)}
+
+
+def jit_steps(cfg: rjm.ModelConfig, tx: optax.GradientTransformation, objective=None,
+              objective_cfg=None, micro_batches: int = 1, temperature: float = 1.0):
+  """The run's jitted (sft_update, rl_update, score), params/opt state donated."""
+  sft = jax.jit(functools.partial(sft_update, cfg=cfg, tx=tx), donate_argnums=(0, 1))
+  rl = None
+  if objective is not None:
+    rl = jax.jit(functools.partial(rl_update, cfg=cfg, objective=objective,
+                                   objective_cfg=objective_cfg, tx=tx,
+                                   micro_batches=micro_batches, temperature=temperature),
+                 donate_argnums=(0, 1))
+  sc = jax.jit(functools.partial(score, cfg=cfg, temperature=temperature))
+  return sft, rl, sc
