@@ -203,19 +203,25 @@ def validate(inputs: ObjectiveInputs, needs: frozenset[str] | tuple[str, ...] = 
       v = jnp.asarray(v)
       _check_shape(f, v, (B, T))
       out[f] = v.astype(dtype)
+  # Rows without a single loss token are padding: their per-row values are zeroed so
+  # that junk there (even inf) cannot reach a gradient as 0 * inf.
+  row_on = jnp.sum(mask, axis=-1) > 0
   for f in ("rewards_B", "resample_counts_B"):
     v = getattr(inputs, f)
     if v is not None:
       v = jnp.asarray(v)
       _check_shape(f, v, (B,))
       out[f] = v.astype(dtype)
+  if "resample_counts_B" in out:
+    out["resample_counts_B"] = jnp.where(row_on, out["resample_counts_B"], 0.0)
   adv = inputs.advantages
   if adv is not None:
     adv = jnp.asarray(adv)
     if adv.shape not in ((B,), (B, T)):
       raise ValueError(f"advantages must have shape [B]={(B,)} or [B, T]={(B, T)}, "
                        f"got {adv.shape}")
-    out["advantages"] = adv.astype(dtype)
+    on = row_on if adv.ndim == 1 else mask > 0
+    out["advantages"] = jnp.where(on, adv.astype(dtype), 0.0)
   g = inputs.group_size
   if g is not None:
     check_group_size(B, g)

@@ -1,0 +1,1 @@
+"""Tests of reasoning_jax.objectives."""
