@@ -21,8 +21,15 @@ class RefRow:
 
 
 def full_logits(params, cfg, seq) -> np.ndarray:
-  """float32 logits `[T, V]` of one unpadded sequence."""
-  return np.asarray(rjm.compute_logits(params, cfg, np.asarray([seq], np.int32)))[0]
+  """float32 logits `[T, V]` of one sequence, by a full uncached forward pass.
+
+  The sequence is right-padded to a multiple of 32 so a few compiled shapes serve all
+  lengths; causal attention keeps the padding out of the real positions' logits.
+  """
+  n = len(seq)
+  padded = np.zeros((1, -(-n // 32) * 32), np.int32)
+  padded[0, :n] = seq
+  return np.asarray(rjm.compute_logits(params, cfg, padded))[0, :n]
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
