@@ -5,7 +5,8 @@ exported once to a transformers checkpoint) on the same left-padded prompts, in 
 process, for exactly `--new` tokens per row (no stop token). Prints tokens/s of both,
 their ratio, and at batch 1 the fraction of the memory-bandwidth bound: the bytes one
 decode step must read (all weights plus the filled KV cache) divided by the machine's
-bandwidth, measured here with a large on-device read and copy, compared with the measured step time.
+bandwidth, measured here with a large on-device read and copy, against the measured step
+time.
 
   python benchmarks/sampler.py                       # batch 1, 16, 64; 128 new tokens
   python benchmarks/sampler.py --batches 1 --skip-hf  # ours only

@@ -11,7 +11,7 @@ from reasoning_jax.sampling.state import (BUDGET, FINISH_REASONS, LENGTH, RUNNIN
                                           DecodeState, SampleOutput)
 
 __all__ = [
-    "BUDGET", "DecodeState", "FINISH_REASONS", "LENGTH", "RUNNING", "RolloutSharding", "STOP",
-    "SampleOutput", "ThinkingBudget", "bucket", "generate", "left_pad",
+    "BUDGET", "DecodeState", "FINISH_REASONS", "LENGTH", "RUNNING", "RolloutSharding",
+    "STOP", "SampleOutput", "ThinkingBudget", "bucket", "generate", "left_pad",
     "processed_logprobs", "sample", "sort_and_truncate", "token_logprobs",
 ]

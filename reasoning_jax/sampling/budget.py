@@ -96,7 +96,7 @@ def initial_phase(b: BudgetArrays, rows: int) -> jax.Array:
 
 
 def ends_with_end(window_RE: jax.Array, b: BudgetArrays) -> jax.Array:
-  """Whether each row's last tokens (right-aligned in `window_RE`) equal the end sequence."""
+  """Whether each row's last tokens (right-aligned in `window_RE`) are the end sequence."""
   E = window_RE.shape[1]
   j_E = jnp.arange(E, dtype=jnp.int32)
   src_E = jnp.clip(E - b.end_len + j_E, 0, E - 1)
