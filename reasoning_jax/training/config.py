@@ -65,8 +65,15 @@ class TaskSpec:
 @gin.configurable(module="rj")
 @dataclasses.dataclass(frozen=True)
 class SFTConfig:
-  """Supervised warm start on the task's worked rationales (0 steps skips it)."""
-  steps: int = 100
+  """Supervised warm start on the task's worked rationales (0 steps skips it).
+
+  `answer_noise` is the fraction of warm-up examples whose final answer is replaced by
+  another example's answer: imperfect demonstrations, as real SFT data has. The warm
+  model then knows the rationale but sometimes writes an unrelated answer after it,
+  which is exactly the kind of error RL on the exact-match reward removes.
+  """
+  steps: int = 300
+  answer_noise: float = 0.3
   batch_size: int = 64
   learning_rate: float = 2e-3
   warmup_steps: int = 20
@@ -96,14 +103,14 @@ class RLConfig:
   """
   objective: str = "grpo"
   objective_overrides: tuple = ()
-  steps: int = 60
-  prompts_per_step: int = 16
+  steps: int = 100
+  prompts_per_step: int = 32
   group_size: int = 8
-  max_new_tokens: int = 40
+  max_new_tokens: int = 24
   temperature: float = 1.0
   top_k: int = 0
   top_p: float = 1.0
-  learning_rate: float = 3e-4
+  learning_rate: float = 1e-4
   warmup_steps: int = 0
   weight_decay: float = 0.0
   grad_clip: float = 1.0
@@ -120,7 +127,7 @@ class RLConfig:
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
   """Held-out evaluation: greedy accuracy plus pass@k / maj@k from sampled answers."""
-  every: int = 20
+  every: int = 25
   num_prompts: int = 128
   samples: int = 4
   temperature: float = 1.0
@@ -132,7 +139,7 @@ class EvalConfig:
 class RunConfig:
   """Seeds, checkpoints, logging and the device mesh."""
   seed: int = 0
-  checkpoint_every: int = 20
+  checkpoint_every: int = 25
   keep_checkpoints: int = 2
   log_every: int = 1
   mesh: tuple = (1, 1, 1)  # (data, fsdp, tensor); the product must be the device count

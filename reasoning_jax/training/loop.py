@@ -80,7 +80,8 @@ class Trainer:
     self.ref_params = None
     self.sft_iter = _index_stream(len(self.warmup) or 1, exp.sft.batch_size, run.seed)
     self.rl_iter = _index_stream(len(self.train_ex), r.prompts_per_step, run.seed + 1)
-    self.sft_data = S.sft_arrays(self.warmup, self.codec) if self.warmup else None
+    self.sft_data = (S.sft_arrays(self.warmup, self.codec, exp.sft.answer_noise, t.data_seed)
+                     if self.warmup else None)
 
   # ------------------------------------------------------------------ state & resume
   def _phase(self, step: int) -> str:

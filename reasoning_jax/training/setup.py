@@ -92,13 +92,24 @@ def uses_reference(exp: Experiment, ocfg: Any) -> bool:
   return False
 
 
-def sft_arrays(examples, codec: Codec) -> dict[str, np.ndarray]:
-  """Token, position and loss-mask arrays of warm-up examples (loss on the target)."""
+def sft_arrays(examples, codec: Codec, answer_noise: float = 0.0,
+               seed: int = 0) -> dict[str, np.ndarray]:
+  """Token, position and loss-mask arrays of warm-up examples (loss on the target).
+
+  With `answer_noise > 0`, that fraction of examples (chosen by `seed`) gets another
+  example's answer after its rationale (see `SFTConfig.answer_noise`).
+  """
+  if not 0.0 <= answer_noise < 1.0:
+    raise ValueError(f"answer_noise must be in [0, 1), got {answer_noise}")
+  rng = np.random.default_rng(seed)
+  noisy = rng.random(len(examples)) < answer_noise
+  donors = rng.integers(0, len(examples), len(examples))
   seqs, starts = [], []
-  for ex in examples:
+  for i, ex in enumerate(examples):
+    answer = examples[donors[i]].answer if noisy[i] else ex.answer
     p = codec.prompt_ids(ex.prompt)
     t = codec.encode(ex.rationale) + codec.encode(ex.rationale_end) + codec.encode(
-        ex.answer) + [codec.eos_id]
+        answer) + [codec.eos_id]
     seqs.append(p + t)
     starts.append(len(p))
   L = max(len(s) for s in seqs)
