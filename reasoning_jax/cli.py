@@ -38,11 +38,20 @@ def _common(p: argparse.ArgumentParser) -> None:
   p.add_argument("--gin_param", action="append", default=[], help="a binding override")
 
 
+def _build(trainer_cls, exp, workdir: str, text: str):
+  """Construct the trainer; configuration problems exit 2 with the message, no trace."""
+  try:
+    return trainer_cls(exp, workdir, text)
+  except (ValueError, TypeError, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
+
+
 def cmd_train(a) -> int:
   """Train (or resume) an experiment in --workdir."""
-  from reasoning_jax.training.loop import train
+  from reasoning_jax.training.loop import Trainer
   exp, text = _parse_gin(a.gin_file, a.gin_param)
-  final = train(exp, a.workdir, config_text=text)
+  trainer = _build(Trainer, exp, a.workdir, text)
+  final = trainer.run()
   keys = [k for k in sorted(final) if k.startswith("eval/")]
   print("final: " + ", ".join(f"{k}={final[k]:.4f}" for k in keys))
   print(f"run directory: {os.path.abspath(a.workdir)}")
@@ -56,7 +65,7 @@ def cmd_eval(a) -> int:
     sys.exit(f"error: {a.workdir!r} has no checkpoints/ directory; train first")
   files = a.gin_file or [os.path.join(a.workdir, "config.gin")]
   exp, text = _parse_gin(files, a.gin_param)
-  t = Trainer(exp, a.workdir, text)
+  t = _build(Trainer, exp, a.workdir, text)
   try:
     step = t.resume()
     if step == 0:
@@ -76,7 +85,7 @@ def cmd_sample(a) -> int:
   from reasoning_jax.training.loop import Trainer
   exp, text = _parse_gin(a.gin_file or [os.path.join(a.workdir, "config.gin")],
                          a.gin_param)
-  t = Trainer(exp, a.workdir, text)
+  t = _build(Trainer, exp, a.workdir, text)
   try:
     t.resume()
     out = sampling.generate(t.params, t.cfg, [t.codec.prompt_ids(a.prompt)],
