@@ -141,14 +141,31 @@ def sft_update(params, opt_state, tokens_BT, positions_BT, mask_BT, *,
 
 
 def jit_steps(cfg: rjm.ModelConfig, tx: optax.GradientTransformation, objective=None,
-              objective_cfg=None, micro_batches: int = 1, temperature: float = 1.0):
-  """The run's jitted (sft_update, rl_update, score), params/opt state donated."""
-  sft = jax.jit(functools.partial(sft_update, cfg=cfg, tx=tx), donate_argnums=(0, 1))
+              objective_cfg=None, micro_batches: int = 1, temperature: float = 1.0, *,
+              state_shardings=None, chunk: int = 256):
+  """The run's jitted (sft_update, rl_update, score), params/opt state donated.
+
+  Args:
+    state_shardings: optional (param shardings, optimizer-state shardings), e.g.
+      `training.distributed.state_shardings`; the updated state is then returned in
+      exactly that layout (metrics replicated), so donation reuses the input buffers
+      and the next step sees the same layout. None lets XLA choose (one device).
+    chunk: positions per logits chunk in `model.token_logprobs` (memory vs speed).
+  """
+  out = {}  # no out_shardings at all (not None) unless asked: the unsharded path is today's
+  if state_shardings is not None:
+    p_sh, o_sh = state_shardings
+    mesh = jax.tree.leaves(p_sh)[0].mesh
+    out = {"out_shardings": (p_sh, o_sh, jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec()))}
+  sft = jax.jit(functools.partial(sft_update, cfg=cfg, tx=tx, chunk=chunk),
+                donate_argnums=(0, 1), **out)
   rl = None
   if objective is not None:
     rl = jax.jit(functools.partial(rl_update, cfg=cfg, objective=objective,
                                    objective_cfg=objective_cfg, tx=tx,
-                                   micro_batches=micro_batches, temperature=temperature),
-                 donate_argnums=(0, 1))
-  sc = jax.jit(functools.partial(score, cfg=cfg, temperature=temperature))
+                                   micro_batches=micro_batches, temperature=temperature,
+                                   chunk=chunk),
+                 donate_argnums=(0, 1), **out)
+  sc = jax.jit(functools.partial(score, cfg=cfg, temperature=temperature, chunk=chunk))
   return sft, rl, sc
