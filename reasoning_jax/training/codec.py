@@ -16,7 +16,10 @@ class Codec:
     self.inner = inner
     self.vocab_size = int(getattr(inner, "vocab_size", None) or inner.size)
     self.eos_id = int(inner.eos_id)
-    self.bos_id = None if getattr(inner, "bos_id", None) is None else int(inner.bos_id)
+    bos = getattr(inner, "bos_id", None)
+    # Checkpoint tokenizers say whether their model expects BOS (SmolLM2 does not);
+    # the task char vocabularies always use it.
+    self.bos_id = None if bos is None or not getattr(inner, "add_bos_token", True) else int(bos)
     pad = getattr(inner, "pad_id", None)
     self.pad_id = int(pad if pad is not None else self.eos_id)
 
