@@ -208,9 +208,10 @@ class Trainer:
       return
     fails = sum(int(m.get(f"reward/{k}", 0)) for k in ("timeout", "exception",
                                                          "unparsable_gold"))
+    scored = self._last_rewards is not None  # the tsallis layout runs no verifier
     self.health.check(step, rewards=self._last_rewards,
                       truncated=m.get("rollout/truncated_frac"), loss=m["loss/total"],
-                      grad_norm=m["loss/grad_norm"], reward_failures=fails)
+                      grad_norm=m["loss/grad_norm"], reward_failures=fails if scored else None)
 
   # ------------------------------------------------------------------ the run
   def run(self) -> dict[str, float]:

@@ -14,6 +14,7 @@ from reasoning_jax.data.tasks.arithmetic import ArithmeticTask
 from reasoning_jax.data.tasks.base import (COLD_START_KINDS, ColdStart, Example,
                                            Problem, Task)
 from reasoning_jax.data.tasks.countdown import CountdownTask
+from reasoning_jax.data.tasks.dataset import DatasetExample, DatasetTask
 from reasoning_jax.data.tasks.vocab import CharVocab
 from reasoning_jax.data.tasks.word_problems import WordProblemTask
 
@@ -21,6 +22,7 @@ TASKS: dict[str, type[Task]] = {
     "arithmetic": ArithmeticTask,
     "countdown": CountdownTask,
     "word_problems": WordProblemTask,
+    "dataset": DatasetTask,  # real data: TaskSpec.kwargs = (("source", "tfds:gsm8k"), ...)
 }
 
 
