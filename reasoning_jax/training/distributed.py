@@ -11,6 +11,7 @@ Shape key: B rows (rollouts), T tokens, S cache slots.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -134,9 +135,7 @@ def place_opt_state(opt_state, tx: optax.GradientTransformation, cfg: rjm.ModelC
 
 def batch_shards(mesh: Mesh, rules=rjs.TRAIN_RULES) -> int:
   """How many ways the rules split the batch axis on `mesh` (data x fsdp by default)."""
-  axes = rules.lookup("batch")
-  names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
-  return math.prod(mesh.shape[n] for n in names)
+  return math.prod(mesh.shape[n] for n in _names(rules.lookup("batch")))
 
 
 def check_batch(rows: int, mesh: Mesh, rules=rjs.TRAIN_RULES, *, micro_batches: int = 1,
@@ -196,3 +195,129 @@ def state_shardings(tx: optax.GradientTransformation, cfg: rjm.ModelConfig, mesh
   """(param shardings, optimizer-state shardings): the `state_shardings` argument of
   `steps.jit_steps`, so that updated state comes back in the layout it went in."""
   return param_shardings(cfg, mesh, rules), opt_state_shardings(tx, cfg, mesh, rules)
+
+
+# ----------------------------------------------------------------------------- memory
+def tree_bytes_per_device(tree, shardings=None) -> int:
+  """Bytes one device holds of a pytree of arrays / ShapeDtypeStructs, sharded as they
+  are (or by `shardings`, a matching tree of Shardings)."""
+  leaves = jax.tree.leaves(tree)
+  shs = (jax.tree.leaves(shardings, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+         if shardings is not None else [getattr(x, "sharding", None) for x in leaves])
+  total = 0
+  for x, s in zip(leaves, shs):
+    shape = s.shard_shape(x.shape) if s is not None else x.shape
+    total += math.prod(shape) * x.dtype.itemsize
+  return total
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryEstimate:
+  """Per-device bytes of a training run (see `memory_estimate`).
+
+  params, opt_state, rollout_params (the ROLLOUT_RULES copy used while sampling) and
+  kv_cache are exact (shard shapes of the declared arrays); grads counts one gradient
+  tree in the train layout; activations is an estimate of what one micro-batch's
+  forward keeps for the backward pass (per layer: the residual stream, q/k/v, f32
+  attention scores and probabilities, the MLP's hidden units), one logits chunk and,
+  under FSDP, the all-gathered weights of one layer and of the embedding/head with
+  their unreduced gradients. XLA's own peak can differ (it may replicate a chunk's
+  logits over the vocab shards, or overlap buffers); measured within ~5% on one
+  device and within 2x on a (2, 2, 2) CPU mesh (docs/benchmarks.md, Memory).
+  """
+  params: int
+  opt_state: int
+  grads: int
+  activations: int
+  rollout_params: int = 0
+  kv_cache: int = 0
+
+  @property
+  def state(self) -> int:
+    """Params + optimizer state: what lives on the device between steps."""
+    return self.params + self.opt_state
+
+  @property
+  def update_peak(self) -> int:
+    """State + gradients + activations: the estimated peak of the update step."""
+    return self.state + self.grads + self.activations
+
+  @property
+  def rollout_peak(self) -> int:
+    """State + the rollout copy of the params + the KV cache, while sampling."""
+    return self.state + self.rollout_params + self.kv_cache
+
+  def format(self) -> str:
+    """One line per item, in GiB, for the start-up log."""
+    gib = lambda n: f"{n / 2**30:8.3f} GiB"  # noqa: E731
+    rows = [("params", self.params), ("optimizer state", self.opt_state),
+            ("gradients", self.grads), ("activations (est.)", self.activations),
+            ("rollout params", self.rollout_params), ("KV cache", self.kv_cache),
+            ("update peak (est.)", self.update_peak),
+            ("rollout peak", self.rollout_peak)]
+    return "\n".join(f"  {k:<20}{gib(v)}" for k, v in rows)
+
+
+def _names(axes) -> tuple[str, ...]:
+  return () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+
+
+def _div(n: int, mesh: Mesh, rules, logical: str) -> int:
+  """n split over the mesh axes `logical` maps to (when they divide it)."""
+  names = _names(rules.lookup(logical))
+  size = math.prod(mesh.shape[a] for a in names)
+  return n // size if size > 1 and n % size == 0 else n
+
+
+def memory_estimate(cfg: rjm.ModelConfig, mesh: Mesh, tx: optax.GradientTransformation,
+                    *, rows: int, seq_len: int, micro_batches: int = 1,
+                    chunk: int = 256, rollout_rows: int = 0, cache_len: int = 0,
+                    rules=rjs.TRAIN_RULES) -> MemoryEstimate:
+  """Per-device memory of params, Adam state, gradients, activations and KV cache.
+
+  Args:
+    cfg, mesh, tx: the model, the mesh and the optimizer.
+    rows, seq_len: the rows and tokens of one optimizer update (prompts x group /
+      minibatches; prompt + completion length).
+    micro_batches: gradient-accumulation chunks (activations are per micro-batch).
+    chunk: positions per logits chunk in `token_logprobs`.
+    rollout_rows, cache_len: the sampler's batch (prompts x group) and cache slots;
+      0 leaves the rollout terms out.
+  """
+  abstract = rjm.abstract_params(cfg)
+  p_sh = param_shardings(cfg, mesh, rules)
+  params = tree_bytes_per_device(abstract, p_sh)
+  opt = tree_bytes_per_device(jax.eval_shape(tx.init, abstract),
+                              opt_state_shardings(tx, cfg, mesh, rules))
+  a = jax.numpy.dtype(cfg.dtype).itemsize
+  b = max(1, _div(rows // micro_batches, mesh, rules, "batch"))
+  n = _div(cfg.n_heads, mesh, rules, "q_heads")
+  k = _div(cfg.n_kv_heads, mesh, rules, "kv_heads")
+  f = _div(cfg.ffw_dim, mesh, rules, "mlp")
+  v = _div(cfg.vocab_size, mesh, rules, "vocab")
+  h, d, t = cfg.head_dim, cfg.d_model, seq_len
+  per_token = a * (4 * d + 2 * (n + 2 * k) * h + 3 * f) + 4 * 2 * n * t
+  layers = cfg.n_layers * b * t * per_token
+  logits = 3 * 4 * b * min(chunk, max(t - 1, 1)) * v  # f32 logits, probs, their grad
+  hidden = 2 * 4 * b * t * d  # final hidden states and their gradient, f32
+  # FSDP all-gathers weights for use: one layer at a time inside the scan, plus the
+  # embedding and output head; their gradients exist unreduced before reduce-scatter.
+  fsdp = math.prod(mesh.shape[m] for m in _names(rules.lookup("embed")))
+  gathered = 0
+  if fsdp > 1:
+    t_size = mesh.shape["tensor"]
+    layer_w = sum(math.prod(x.shape[1:]) * x.dtype.itemsize
+                  for x in jax.tree.leaves(abstract["layers"]))
+    other = sum(math.prod(x.shape) * x.dtype.itemsize
+                for k, x in abstract.items() if k != "layers")
+    gathered = 2 * (layer_w + other) // t_size
+  kv = 0
+  roll = 0
+  if rollout_rows and cache_len:
+    kv = tree_bytes_per_device(
+        jax.eval_shape(lambda: rjm.init_cache(cfg, rollout_rows, cache_len)),
+        rjm.cache_shardings(cfg, mesh, rjs.ROLLOUT_RULES, rollout_rows, cache_len))
+    roll = tree_bytes_per_device(abstract, param_shardings(cfg, mesh, rjs.ROLLOUT_RULES))
+  return MemoryEstimate(params=params, opt_state=opt, grads=params,
+                        activations=layers + logits + hidden + gathered, rollout_params=roll,
+                        kv_cache=kv)
