@@ -100,6 +100,8 @@ class RLConfig:
     reference: keep a frozen copy of the starting policy for KL terms ("auto": when
       the objective's KL coefficient is non-zero).
     train_forced_tokens: include budget-forced tokens in the loss mask.
+    logprob_chunk: positions per logits chunk when scoring (peak memory ~ rows x
+      chunk x vocab instead of rows x tokens x vocab; docs/benchmarks.md, Memory).
   """
   objective: str = "grpo"
   objective_overrides: tuple = ()
@@ -121,6 +123,7 @@ class RLConfig:
   micro_batches: int = 1
   reference: str = "auto"
   train_forced_tokens: bool = True
+  logprob_chunk: int = 256
 
 
 @gin.configurable(module="rj")
@@ -137,7 +140,13 @@ class EvalConfig:
 @gin.configurable(module="rj")
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-  """Seeds, checkpoints, logging and the device mesh."""
+  """Seeds, checkpoints, logging and the device mesh.
+
+  `mesh` is (data, fsdp, tensor); one entry may be -1 (whatever the device count
+  leaves). `distributed`: "auto" calls `jax.distributed.initialize()` when the
+  environment says this is one worker of a multi-host TPU, "on" always, "off" never
+  (see `training.distributed.maybe_initialize`).
+  """
   seed: int = 0
   checkpoint_every: int = 25
   keep_checkpoints: int = 2
@@ -149,6 +158,7 @@ class RunConfig:
   truncation_warn: float = 0.5
   reward_workers: int = 2
   reward_timeout: float = 5.0
+  distributed: str = "auto"
 
 
 @gin.configurable(module="rj")
