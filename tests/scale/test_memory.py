@@ -76,3 +76,15 @@ def test_kv_cache_and_rollout_params_are_exact():
   assert est.rollout_params - norms == 2 * (est.params - norms)
   text = est.format()
   assert "KV cache" in text and "GiB" in text
+
+
+def test_remat_keeps_one_layer_input_per_layer():
+  mesh = dist.build_mesh((1, 1, 1), devices=jax.devices()[:1])
+  kw = dict(rows=B, seq_len=T, chunk=32)
+  one = CFG.replace(n_layers=1)
+  # One layer: remat keeps the layer input [B, T, D] on top of that layer's activations.
+  assert (dist.memory_estimate(one, mesh, TX, remat=True, **kw).activations
+          - dist.memory_estimate(one, mesh, TX, **kw).activations) == B * T * 64 * 4
+  plain = dist.memory_estimate(CFG, mesh, TX, **kw)
+  remat = dist.memory_estimate(CFG, mesh, TX, remat=True, **kw)
+  assert remat.activations < plain.activations and remat.state == plain.state
