@@ -77,11 +77,20 @@ def build_mesh(shape: Sequence[int], devices=None) -> Mesh:
   A product different from the device count raises a ValueError listing shapes that
   fit (`sharding.make_mesh`). `(-1, 1, 1)`-style shapes are accepted: one -1 takes
   whatever the other axes leave, so the same experiment file runs on any slice size.
+  `(1, 1, 1)`, the default, means the first device alone (with a warning when there
+  are more).
   """
   shape = tuple(shape)
   if len(shape) != 3:
     raise ValueError(f"RunConfig.mesh must be (data, fsdp, tensor), got {shape}")
-  n = len(jax.devices() if devices is None else devices)
+  devices = list(jax.devices() if devices is None else devices)
+  n = len(devices)
+  if shape == (1, 1, 1) and n > 1:
+    # The default config: one device, as before meshes existed (tests run with 8 CPU
+    # devices and the default). Say so, since on a TPU it leaves chips idle.
+    log.warning("RunConfig.mesh = (1, 1, 1): using 1 of %d devices; set e.g. "
+                "RunConfig.mesh = (-1, 1, 1) to use all of them", n)
+    devices = devices[:1]
   if shape.count(-1) > 1:
     raise ValueError(f"RunConfig.mesh {shape}: at most one axis may be -1")
   if -1 in shape:

@@ -37,7 +37,7 @@ def _compiled(mesh, chunk):
   return rl.lower(*args).compile().memory_analysis()
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 2, 2), (1, 4, 2)])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 4, 2)])
 def test_state_bytes_are_exact(shape):
   mesh = dist.build_mesh(shape, devices=jax.devices()[:int(np.prod(shape))])
   est = dist.memory_estimate(CFG, mesh, TX, rows=B, seq_len=T, chunk=32)
