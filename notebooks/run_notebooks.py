@@ -40,7 +40,6 @@ def kernel_env(smoke: bool) -> dict[str, str]:
     env["REASONING_JAX_NOTEBOOK_SMOKE"] = "1"
   else:
     env.pop("REASONING_JAX_NOTEBOOK_SMOKE", None)
-  env.setdefault("MPLBACKEND", "Agg")
   return env
 
 
