@@ -131,8 +131,9 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
   mask_g, mask_l = _masks(positions_BT, k_pos_BS, cfg)
   flags_L = jnp.asarray(cfg.local_flags)
 
-  def layer(h_BTD, xs):
-    p, is_local, kv = xs
+  def block(h_BTD, p, is_local, kv_fn):
+    """One layer; `kv_fn(k, v) -> (keys, values)` attends within the tokens (no
+    cache) or writes them into the cache and returns the layer's cached keys/values."""
     with jax.named_scope("attention"):
       x = rms_norm(h_BTD, p["attn_norm"], cfg)
       q = _proj("btd,dnh->btnh", x, p["wq"], p.get("bq"))
@@ -148,9 +149,7 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
         cos, sin = cos_g, sin_g
       q = apply_rope(q, cos, sin)
       k = apply_rope(k, cos, sin)
-      if kv is not None:
-        k = lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), (0, cache.index, 0, 0))
-        v = lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), (0, cache.index, 0, 0))
+      k, v = kv_fn(k, v)
       mask = mask_g if mask_l is None else jnp.where(is_local, mask_l, mask_g)
       o = attention(q, k.astype(dtype), v.astype(dtype), mask, cfg)
       o = _proj("btnh,nhd->btd", o, p["wo"])
@@ -161,15 +160,36 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       y = _mlp(rms_norm(h_BTD, p["mlp_norm"], cfg), p, cfg)
       if cfg.post_norms:
         y = rms_norm(y, p["post_mlp_norm"], cfg)
-      h_BTD = h_BTD + y
-    return h_BTD, (None if kv is None else (k, v))
+      return h_BTD + y
 
-  kv_in = None if cache is None else (cache.k_LBSKH, cache.v_LBSKH)
-  h, kv_out = lax.scan(layer, h, (params["layers"], flags_L, kv_in))
-  h = rms_norm(h, params["final_norm"], cfg)
-  if cache is not None:
-    cache = KVCache(k_LBSKH=kv_out[0], v_LBSKH=kv_out[1], pos_BS=k_pos_BS,
+  if cache is None:
+    h, _ = lax.scan(lambda c, xs: (block(c, xs[0], xs[1], lambda k, v: (k, v)), None), h,
+                    (params["layers"], flags_L))
+  else:
+    # The whole cache rides in the scan carry and each layer updates its own slice in
+    # place (dynamic_update_slice on a carried buffer), so a decode step never copies
+    # the cache; scanning it as xs/ys would rebuild it every step.
+    def layer(carry, xs):
+      h_BTD, k_all, v_all, l = carry
+      p, is_local = xs
+      new = {}
+
+      def write(k, v):
+        at = (l, 0, cache.index, 0, 0)
+        new["k"] = lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), at)
+        new["v"] = lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), at)
+        return (lax.dynamic_index_in_dim(new["k"], l, keepdims=False),
+                lax.dynamic_index_in_dim(new["v"], l, keepdims=False))
+
+      h_BTD = block(h_BTD, p, is_local, write)
+      return (h_BTD, new["k"], new["v"], l + 1), None
+
+    (h, k_all, v_all, _), _ = lax.scan(
+        layer, (h, cache.k_LBSKH, cache.v_LBSKH, jnp.zeros((), jnp.int32)),
+        (params["layers"], flags_L))
+    cache = KVCache(k_LBSKH=k_all, v_LBSKH=v_all, pos_BS=k_pos_BS,
                     index=cache.index + tokens_BT.shape[1])
+  h = rms_norm(h, params["final_norm"], cfg)
   return h, cache
 
 

@@ -53,8 +53,11 @@ def test_sampler_logprobs_equal_full_forward_recompute(tiny, temperature, top_k,
     raw = log_softmax(logits)[np.arange(N_NEW), gen]
     np.testing.assert_allclose(out.model_logprobs[r], raw, rtol=0, atol=1e-5)
     proc = np.asarray(rs.processed_logprobs(jnp.asarray(logits), temperature, top_k, top_p))
+    # The 1e-5 bound holds on the model's own log-probabilities (above). Tempered ones
+    # are logits / T renormalised, so the same float32 logit error is multiplied by 1/T:
+    # the bound is 1e-5 at T = 1 and 1e-5 / T below it (measured 1.03e-5 at T = 0.7).
     np.testing.assert_allclose(out.logprobs[r], proc[np.arange(N_NEW), gen], rtol=0,
-                               atol=1e-5)
+                               atol=1e-5 / min(temperature, 1.0))
   if top_k == 0 and top_p == 1.0 and temperature == 1.0:
     np.testing.assert_allclose(out.logprobs, out.model_logprobs, rtol=0, atol=1e-6)
   # Samples of one prompt are distinct draws, not copies.
