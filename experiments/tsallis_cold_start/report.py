@@ -128,7 +128,8 @@ def plot(setting: str, methods: dict, sft_steps: int, out_dir: str) -> list[str]
       n = min(len(c[0]) for c in curves)
       steps = curves[0][0][:n]
       vals = np.stack([c[1][:n] for c in curves])
-      line, = ax.plot(steps, vals.mean(0), label=f"{m} (n={len(curves)})")
+      line, = ax.plot(steps, vals.mean(0), marker="" if train else "o", ms=3,
+                      label=f"{m} (n={len(curves)})")
       if len(curves) > 1:
         ax.fill_between(steps, vals.min(0), vals.max(0), color=line.get_color(), alpha=0.15)
       drawn = True
