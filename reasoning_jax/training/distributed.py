@@ -102,10 +102,6 @@ def build_mesh(shape: Sequence[int], devices=None) -> Mesh:
   return rjs.make_mesh(*shape, devices=devices)
 
 
-def _replicated_scalars(mesh: Mesh):
-  return rjs.replicated(mesh)
-
-
 def param_shardings(cfg: rjm.ModelConfig, mesh: Mesh, rules=rjs.TRAIN_RULES):
   """NamedSharding per param leaf (divisibility checked; the error names the axis)."""
   return rjm.param_shardings(cfg, mesh, rules)
@@ -123,7 +119,7 @@ def opt_state_shardings(tx: optax.GradientTransformation, cfg: rjm.ModelConfig,
   state) is replicated."""
   p_sh = param_shardings(cfg, mesh, rules)
   abstract = jax.eval_shape(tx.init, rjm.abstract_params(cfg))
-  rep = _replicated_scalars(mesh)
+  rep = rjs.replicated(mesh)
   return optax.tree_map_params(tx, lambda _, s: s, abstract, p_sh,
                                transform_non_params=lambda _: rep,
                                is_leaf=lambda x: isinstance(x, NamedSharding))
