@@ -21,6 +21,7 @@ from reasoning_jax import sampling
 from reasoning_jax.data.pipeline import PipelineConfig, make_dataset
 from reasoning_jax.evaluation.loop import evaluate
 from reasoning_jax.rewards import RewardRunner
+from reasoning_jax.training import distributed as D
 from reasoning_jax.training import setup as S
 from reasoning_jax.training.checkpoint import CheckpointManager
 from reasoning_jax.training.config import Experiment
@@ -49,10 +50,13 @@ class Trainer:
     with open(os.path.join(workdir, "config.gin"), "w") as f:
       f.write(config_text)
     run = exp.run
+    D.maybe_initialize(run.distributed)  # a no-op unless this is a multi-host pod
     init_key, self.run_key, self.eval_key = jax.random.split(jax.random.key(run.seed), 3)
     self.task = S.build_task(exp)
     self.codec = S.build_codec(exp, self.task)
     self.cfg, self.params = S.build_model(exp, self.codec, init_key)
+    self.mesh = D.build_mesh(run.mesh)
+    self.params = D.place_params(self.params, self.cfg, self.mesh)
     self.objective, self.ocfg, self.layout = S.build_objective(exp)
     t = exp.task
     self.warmup = self.task.warmup_corpus(t.num_warmup, seed=t.data_seed) if exp.sft.steps else []
@@ -67,9 +71,29 @@ class Trainer:
     self.rl_tx = make_optimizer(r.learning_rate, total_steps=r.steps,
                                 warmup_steps=r.warmup_steps, b2=r.adam_b2, eps=r.adam_eps,
                                 weight_decay=r.weight_decay, grad_clip=r.grad_clip)
-    self.sft_step, _, _ = jit_steps(self.cfg, self.sft_tx)
-    _, self.rl_step, self.score = jit_steps(self.cfg, self.rl_tx, self.objective,
-                                            self.ocfg, r.micro_batches, r.temperature)
+    rows = r.prompts_per_step * r.group_size
+    D.check_batch(rows // r.minibatches, self.mesh, micro_batches=r.micro_batches,
+                  group=r.group_size, name="RL minibatch")
+    if exp.sft.steps:
+      D.check_batch(exp.sft.batch_size, self.mesh, name="SFT batch")
+    self.sft_step, _, _ = jit_steps(
+        self.cfg, self.sft_tx, chunk=r.logprob_chunk,
+        state_shardings=D.state_shardings(self.sft_tx, self.cfg, self.mesh))
+    _, self.rl_step, self.score = jit_steps(
+        self.cfg, self.rl_tx, self.objective, self.ocfg, r.micro_batches, r.temperature,
+        chunk=r.logprob_chunk,
+        state_shardings=D.state_shardings(self.rl_tx, self.cfg, self.mesh))
+    self.rollout_sharding = (sampling.RolloutSharding(self.mesh)
+                             if self.mesh.devices.size > 1 else None)
+    prompt_len = max(len(self.codec.prompt_ids(e.prompt)) for e in self.train_ex)
+    answer_len = (max(len(self.codec.encode(e.answer)) for e in self.train_ex) + 1
+                  if self.layout == "tsallis" else 0)
+    seq = sampling.bucket(prompt_len) + r.max_new_tokens + sampling.bucket(answer_len)
+    log.info("per-device memory estimate:\n%s", D.memory_estimate(
+        self.cfg, self.mesh, self.rl_tx, rows=rows // r.minibatches, seq_len=seq,
+        micro_batches=r.micro_batches, chunk=r.logprob_chunk, rollout_rows=rows,
+        cache_len=sampling.bucket(prompt_len) + sampling.bucket(r.max_new_tokens)
+    ).format())
     self.ckpt = CheckpointManager(workdir, max_to_keep=run.keep_checkpoints)
     self.writer = MetricsWriter(workdir, progress=None if run.progress else False,
                                 total_steps=exp.total_steps)
@@ -95,7 +119,7 @@ class Trainer:
 
   def _init_opt(self, step: int) -> None:
     tx = self.sft_tx if self._phase(step) == "sft" else self.rl_tx
-    self.opt_state = tx.init(self.params)
+    self.opt_state = D.init_opt_state(tx, self.params, self.cfg, self.mesh)
     if self._phase(step) == "rl" and S.uses_reference(self.exp, self.ocfg):
       self.ref_params = jax.tree.map(jnp.copy, self.params)
 
@@ -130,7 +154,7 @@ class Trainer:
   def sft(self, step: int) -> dict[str, float]:
     """One SFT update on the next warm-up batch."""
     idx = np.asarray(next(self.sft_iter)["i"])
-    d = {k: jnp.asarray(v[idx]) for k, v in self.sft_data.items()}
+    d = D.shard_batch({k: v[idx] for k, v in self.sft_data.items()}, self.mesh)
     self.params, self.opt_state, m = self.sft_step(self.params, self.opt_state,
                                                    d["tokens"], d["positions"], d["mask"])
     return {k: float(v) for k, v in m.items()}
@@ -146,12 +170,17 @@ class Trainer:
     budget = (sampling.ThinkingBudget(r.max_new_tokens - len(self.marker_ids),
                                       tuple(self.marker_ids), answer_tokens=0)
               if tsallis else None)
+    # Rollouts run under the rollout layout (heads over tensor, no FSDP gathers per
+    # token); the reshard happens on device.
+    roll_params = (D.to_rollout_layout(self.params, self.cfg, self.mesh)
+                   if self.rollout_sharding else self.params)
     out = sampling.generate(
-        self.params, self.cfg, prompts, key=k_sample, max_new_tokens=r.max_new_tokens,
+        roll_params, self.cfg, prompts, sharding=self.rollout_sharding, key=k_sample, max_new_tokens=r.max_new_tokens,
         num_samples=r.group_size, temperature=r.temperature, top_k=r.top_k, top_p=r.top_p,
         stop_tokens=() if tsallis else (self.codec.eos_id,), budget=budget,
         pad_id=self.codec.pad_id)
     jax.block_until_ready(out.tokens)
+    del roll_params
     t1 = time.perf_counter()
     answers = ([self.codec.encode(e.answer) + [self.codec.eos_id] for e in exs]
                if tsallis else None)
@@ -161,8 +190,8 @@ class Trainer:
     t2 = time.perf_counter()
     self._last_rewards = roll.rewards if self.layout == "completion" else None
     inputs = S.objective_inputs(roll, r.group_size)
-    batch = SeqBatch(jnp.asarray(roll.tokens), jnp.asarray(roll.positions), inputs,
-                     jnp.asarray(roll.sampler_logp))
+    batch = D.shard_batch(SeqBatch(roll.tokens, roll.positions, inputs, roll.sampler_logp),
+                          self.mesh)
     updates = r.epochs * r.minibatches
     if updates > 1 or self.objective.needs_key:
       old, _ = self.score(self.params, batch)
@@ -181,6 +210,7 @@ class Trainer:
         sub = jax.tree.map(lambda x: x[sl] if getattr(x, "ndim", 0) else x,
                            SeqBatch(batch.tokens_BT, batch.positions_BT, inputs,
                                     batch.sampler_logp_BT))
+        sub = D.shard_batch(sub, self.mesh)
         self.params, self.opt_state, m = self.rl_step(self.params, self.opt_state, sub)
         metrics = {k: float(v) for k, v in m.items()}
     t4 = time.perf_counter()

@@ -135,3 +135,18 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y)
   assert _metric_rows(full) == _metric_rows(killed)
+
+
+def test_trainer_runs_on_a_mesh(tmp_path):
+  """The same experiment on a (data=4, fsdp=2) mesh: params stay sharded, steps run."""
+  base = tiny_exp(sft_steps=2, rl_steps=2)
+  exp = C.Experiment(model=base.model, task=base.task, sft=base.sft, rl=base.rl,
+                     eval=base.eval,
+                     run=C.RunConfig(mesh=(4, 2, 1), checkpoint_every=100, reward_workers=0,
+                                     progress=False, plots=False))
+  t = Trainer(exp, str(tmp_path))
+  final = t.run()
+  assert "eval/accuracy" in final
+  wq = t.params["layers"]["wq"]
+  assert len(wq.sharding.device_set) == 8 and wq.sharding.spec[1] == "fsdp"
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(t.params))
