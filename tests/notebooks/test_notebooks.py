@@ -8,9 +8,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "notebooks"))
 
-pytestmark = pytest.mark.slow
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["quickstart.ipynb", "tsallis_continuum.ipynb"])
 def test_notebook_runs_in_smoke_mode(name, tmp_path):
   if importlib.util.find_spec("nbclient") is None or importlib.util.find_spec(
