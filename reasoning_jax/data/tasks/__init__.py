@@ -22,14 +22,19 @@ TASKS: dict[str, type[Task]] = {
     "arithmetic": ArithmeticTask,
     "countdown": CountdownTask,
     "word_problems": WordProblemTask,
-    "dataset": DatasetTask,  # real data: TaskSpec.kwargs = (("source", "tfds:gsm8k"), ...)
 }
 
 
 def get_task(name: str, **kwargs: Any) -> Task:
-  """Builds the named task; `cold_start` may be a ColdStart or a dict of its fields."""
+  """Builds the named task; `cold_start` may be a ColdStart or a dict of its fields.
+
+  "dataset" builds a `DatasetTask` over real data (tfds or JSONL; see its docstring);
+  the other names are the synthetic generators in `TASKS`.
+  """
+  if name == "dataset":
+    return DatasetTask(**kwargs)
   if name not in TASKS:
-    raise ValueError(f"Unknown task {name!r}; known tasks: {sorted(TASKS)}.")
+    raise ValueError(f"Unknown task {name!r}; known tasks: {sorted(TASKS) + ['dataset']}.")
   if isinstance(kwargs.get("cold_start"), dict):
     cs = dict(kwargs["cold_start"])
     if "depths" in cs:
