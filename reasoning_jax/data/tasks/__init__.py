@@ -46,6 +46,6 @@ def get_task(name: str, **kwargs: Any) -> Task:
     raise TypeError(f"Bad arguments for task {name!r}: {e}") from None
 
 
-__all__ = ["ArithmeticTask", "CharVocab", "COLD_START_KINDS", "ColdStart",
+__all__ = ["ArithmeticTask", "CharVocab", "DatasetExample", "DatasetTask", "COLD_START_KINDS", "ColdStart",
            "CountdownTask", "Example", "Problem", "Task", "TASKS", "WordProblemTask",
            "get_task"]

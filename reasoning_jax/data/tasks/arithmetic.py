@@ -11,7 +11,6 @@ import random
 from typing import Any
 
 from reasoning_jax.data.tasks.base import ColdStart, Problem, Task
-from reasoning_jax.data.tasks.vocab import CharVocab
 
 
 def column_scratchpad(operands: list[int], num_digits: int) -> tuple[list[int], int]:
@@ -45,18 +44,9 @@ class ArithmeticTask(Task):
     self.num_digits, self.num_operands = num_digits, num_operands
     self.answer_width = len(str(num_operands * (10 ** num_digits - 1)))
 
-  @property
-  def alphabet(self) -> str:
-    """Digits, `+ = ,`, the end-of-rationale marker and the cold-start marker."""
-    chars = "0123456789+=,"
-    for c in self.rationale_end + self.cold_start.marker:
-      if c not in chars:
-        chars += c
-    return chars
-
-  def vocab(self) -> CharVocab:
-    """A char-level vocabulary covering this task (pad/bos/eos + alphabet)."""
-    return CharVocab(self.alphabet)
+  def _base_chars(self) -> str:
+    """Digits and `+ = ,`."""
+    return "0123456789+=,"
 
   def _problem(self, rng: random.Random) -> Problem:
     lo, hi = 10 ** (self.num_digits - 1), 10 ** self.num_digits - 1

@@ -15,6 +15,7 @@ import json
 import random
 from typing import Any, Mapping
 
+from reasoning_jax.data.tasks.vocab import CharVocab
 from reasoning_jax.rewards.base import RewardItem
 from reasoning_jax.rewards.registry import get_reward
 
@@ -163,10 +164,22 @@ class Task(abc.ABC):
   def _verifier(self, cold: bool, depth: int) -> tuple[str, dict[str, Any]]:
     """(reward name, kwargs) that accept exactly the right answers in that format."""
 
-  @property
   @abc.abstractmethod
+  def _base_chars(self) -> str:
+    """The task's own characters (the markers are added by `alphabet`)."""
+
+  @property
   def alphabet(self) -> str:
     """Every character any prompt, rationale or answer of this task can contain."""
+    chars = self._base_chars()
+    for c in self.rationale_end + self.cold_start.marker:
+      if c not in chars:
+        chars += c
+    return chars
+
+  def vocab(self) -> CharVocab:
+    """A char-level vocabulary covering this task (pad/bos/eos + alphabet)."""
+    return CharVocab(self.alphabet)
 
   def split_of(self, prompt: str) -> str:
     """"heldout" or "train", from a stable hash of the prompt."""

@@ -11,7 +11,6 @@ import random
 from typing import Any
 
 from reasoning_jax.data.tasks.base import ColdStart, Problem, Task
-from reasoning_jax.data.tasks.vocab import CharVocab
 
 _OPS = "+-*/"
 
@@ -39,18 +38,9 @@ class CountdownTask(Task):
     self.num_numbers, self.max_number, self.max_target = (num_numbers, max_number,
                                                           max_target)
 
-  @property
-  def alphabet(self) -> str:
-    """Digits, operators, parentheses, `, : =`, and the two markers."""
-    chars = "0123456789+-*/(),:="
-    for c in self.rationale_end + self.cold_start.marker:
-      if c not in chars:
-        chars += c
-    return chars
-
-  def vocab(self) -> CharVocab:
-    """A char-level vocabulary covering this task."""
-    return CharVocab(self.alphabet)
+  def _base_chars(self) -> str:
+    """Digits, operators, parentheses and `, : =`."""
+    return "0123456789+-*/(),:="
 
   def _problem(self, rng: random.Random) -> Problem:
     while True:

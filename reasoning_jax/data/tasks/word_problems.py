@@ -14,7 +14,6 @@ import string
 from typing import Any
 
 from reasoning_jax.data.tasks.base import ColdStart, Problem, Task
-from reasoning_jax.data.tasks.vocab import CharVocab
 
 _NAMES = [("ann", "she"), ("bob", "he"), ("cara", "she"), ("dan", "he"), ("eve", "she"),
           ("finn", "he"), ("gus", "he"), ("ivy", "she")]
@@ -39,22 +38,9 @@ class WordProblemTask(Task):
                        "text; pick another (e.g. '!').")
     self.num_steps, self.max_number = num_steps, max_number
 
-  @staticmethod
-  def _base_chars() -> str:
+  def _base_chars(self) -> str:
+    """Lower-case letters, digits and ` .?=+-*/`."""
     return string.ascii_lowercase + string.digits + " .?=+-*/"
-
-  @property
-  def alphabet(self) -> str:
-    """Lower-case letters, digits, ` .?=+-*/`, and the two markers."""
-    chars = self._base_chars()
-    for c in self.rationale_end + self.cold_start.marker:
-      if c not in chars:
-        chars += c
-    return chars
-
-  def vocab(self) -> CharVocab:
-    """A char-level vocabulary covering this task."""
-    return CharVocab(self.alphabet)
 
   def _problem(self, rng: random.Random) -> Problem:
     name, pron = rng.choice(_NAMES)
