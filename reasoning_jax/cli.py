@@ -6,6 +6,8 @@
     reasoning-jax eval --workdir runs/x                  # latest checkpoint, held-out split
     reasoning-jax sample --workdir runs/x --prompt '123+456='
     reasoning-jax convert --gguf smollm2 --out /tmp/smollm2_hf
+    reasoning-jax convert --workdir runs/x --out /tmp/x_hf  # a run's latest checkpoint
+    reasoning-jax plot --workdir runs/x                  # refresh W/plots/*.png
 """
 from __future__ import annotations
 
@@ -30,7 +32,9 @@ def _parse_gin(files: list[str], params: list[str]):
     exp = Experiment()
   except Exception as e:  # gin raises ValueError/SyntaxError/etc. with the binding named
     sys.exit(f"error: bad experiment configuration: {e}")
-  return exp, gin.config_str()
+  # The operative config lists every field the run used, defaults included, so the
+  # run directory's config.gin reproduces the run even if code defaults change.
+  return exp, gin.operative_config_str()
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -101,12 +105,26 @@ def cmd_sample(a) -> int:
 
 
 def cmd_convert(a) -> int:
-  """Convert a GGUF file (or 'smollm2') or HF directory to a HF directory."""
+  """Convert a run's latest checkpoint, a GGUF file (or 'smollm2') or a HF directory to
+  a Hugging Face directory."""
   from reasoning_jax import model as rjm
-  src = a.gguf or a.hf
+  src = a.workdir or a.gguf or a.hf
   if not src:
-    sys.exit("error: give --gguf FILE (or 'smollm2') or --hf DIR")
-  if a.gguf:
+    sys.exit("error: give --workdir RUN, --gguf FILE (or 'smollm2') or --hf DIR")
+  if a.workdir:
+    from reasoning_jax.training.loop import Trainer
+    if not os.path.isdir(os.path.join(a.workdir, "checkpoints")):
+      sys.exit(f"error: {a.workdir!r} has no checkpoints/ directory; train first")
+    exp, text = _parse_gin([os.path.join(a.workdir, "config.gin")], [])
+    t = _build(Trainer, exp, a.workdir, text)
+    try:
+      step = t.resume()
+      cfg, params = t.cfg, t.params
+    finally:
+      t.ckpt.close()
+      t.runner.close()
+    print(f"exporting step {step} of {a.workdir}")
+  elif a.gguf:
     from reasoning_jax.model.gguf_checkpoint import smollm2_gguf_path
     path = smollm2_gguf_path() if a.gguf == "smollm2" else a.gguf
     cfg, params = rjm.load_gguf_checkpoint(path, dtype=a.dtype)
@@ -114,6 +132,17 @@ def cmd_convert(a) -> int:
     cfg, params = rjm.load_hf_checkpoint(a.hf, dtype=a.dtype)
   rjm.save_hf_checkpoint(params, cfg, a.out)
   print(f"wrote {a.out} ({cfg.family}, {cfg.num_params() / 1e6:.1f}M params)")
+  return 0
+
+
+def cmd_plot(a) -> int:
+  """Write (or refresh) a run's PNG plots from its metrics.jsonl."""
+  from reasoning_jax.training.metrics import plot_from_jsonl
+  path = os.path.join(a.workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    sys.exit(f"error: {path} does not exist; train first")
+  for f in plot_from_jsonl(path, os.path.join(a.workdir, "plots")):
+    print(f)
   return 0
 
 
@@ -141,15 +170,18 @@ def main(argv: list[str] | None = None) -> int:
   s.add_argument("--temperature", type=float, default=0.0)
   s.add_argument("--seed", type=int, default=0)
   c = sub.add_parser("convert", help="convert checkpoints to a Hugging Face directory")
+  c.add_argument("--workdir", help="a run directory: export its latest checkpoint")
   c.add_argument("--gguf")
   c.add_argument("--hf")
   c.add_argument("--out", required=True)
   c.add_argument("--dtype", default="float32")
+  pl = sub.add_parser("plot", help="write a run's PNG plots from its metrics.jsonl")
+  pl.add_argument("--workdir", required=True)
   a = p.parse_args(argv)
   if a.cmd is None:
     a = p.parse_args(["train"] + (argv or []))
   return {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
-          "convert": cmd_convert}[a.cmd](a)
+          "convert": cmd_convert, "plot": cmd_plot}[a.cmd](a)
 
 
 if __name__ == "__main__":

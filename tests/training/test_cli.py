@@ -1,4 +1,6 @@
 """`reasoning-jax` exits non-zero with a message naming the problem."""
+import os
+
 import gin
 import jax
 import pytest
@@ -70,3 +72,34 @@ def test_unknown_objective_lists_known(tmp_path, capsys):
 def test_eval_without_checkpoints(tmp_path, capsys):
   msg = _fails(["eval", "--workdir", str(tmp_path)], capsys)
   assert "no checkpoints" in msg
+
+
+def test_train_then_export_and_plot(tmp_path, capsys):
+  """A tiny CLI run; `convert --workdir` exports params transformers-style, `plot` works."""
+  import numpy as np
+  from reasoning_jax.training.checkpoint import CheckpointManager
+  w = str(tmp_path / "run")
+  params = ["ModelSpec.overrides = (('d_model', 32), ('n_layers', 1), ('n_heads', 2), "
+            "('n_kv_heads', 1), ('head_dim', 16), ('ffw_dim', 64), ('max_seq_len', 64))",
+            "TaskSpec.kwargs = (('num_digits', 2),)", "TaskSpec.num_warmup = 32",
+            "TaskSpec.num_train = 16", "TaskSpec.num_eval = 4", "SFTConfig.steps = 2",
+            "SFTConfig.batch_size = 8", "RLConfig.steps = 1", "RLConfig.prompts_per_step = 2",
+            "RLConfig.group_size = 2", "RLConfig.max_new_tokens = 12",
+            "EvalConfig.num_prompts = 4", "EvalConfig.samples = 2", "RunConfig.plots = False",
+            "RunConfig.reward_workers = 0"]
+  argv = ["train", "--workdir", w]
+  for b in params:
+    argv += ["--gin_param", b]
+  assert cli.main(argv) == 0
+  assert "SFTConfig.answer_noise = 0.3" in open(f"{w}/config.gin").read()  # defaults too
+  gin.clear_config()
+  assert cli.main(["convert", "--workdir", w, "--out", str(tmp_path / "hf")]) == 0
+  cfg, exported = rjm.load_hf_checkpoint(str(tmp_path / "hf"))
+  m = CheckpointManager(w, read_only=True)
+  saved = m.restore(None, None).state["params"]
+  m.close()
+  assert cfg.d_model == 32 and cfg.vocab_size == 18  # 3 specials + 15 task symbols
+  for a, b in zip(jax.tree.leaves(exported), jax.tree.leaves(saved)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert cli.main(["plot", "--workdir", w]) == 0
+  assert any(p.endswith(".png") for p in os.listdir(f"{w}/plots"))
