@@ -8,6 +8,7 @@
     reasoning-jax convert --gguf smollm2 --out /tmp/smollm2_hf
     reasoning-jax convert --workdir runs/x --out /tmp/x_hf  # a run's latest checkpoint
     reasoning-jax plot --workdir runs/x                  # refresh W/plots/*.png
+    reasoning-jax launch --processes 2 -- train ...      # 2 local jax processes
 """
 from __future__ import annotations
 
@@ -56,9 +57,11 @@ def cmd_train(a) -> int:
   exp, text = _parse_gin(a.gin_file, a.gin_param)
   trainer = _build(Trainer, exp, a.workdir, text)
   final = trainer.run()
-  keys = [k for k in sorted(final) if k.startswith("eval/")]
-  print("final: " + ", ".join(f"{k}={final[k]:.4f}" for k in keys))
-  print(f"run directory: {os.path.abspath(a.workdir)}")
+  import jax
+  if jax.process_index() == 0:  # one report per run, not one per process
+    keys = [k for k in sorted(final) if k.startswith("eval/")]
+    print("final: " + ", ".join(f"{k}={final[k]:.4f}" for k in keys))
+    print(f"run directory: {os.path.abspath(a.workdir)}")
   return 0
 
 
@@ -177,7 +180,12 @@ def main(argv: list[str] | None = None) -> int:
   c.add_argument("--dtype", default="float32")
   pl = sub.add_parser("plot", help="write a run's PNG plots from its metrics.jsonl")
   pl.add_argument("--workdir", required=True)
+  from reasoning_jax import launch  # local multi-process runs (docs/training_infra.md)
+  launch.add_arguments(sub.add_parser("launch", help="run a command as N local jax "
+                                      "processes, e.g. launch --processes 2 -- train"))
   a = p.parse_args(argv)
+  if a.cmd == "launch":
+    return launch.run_args(a)
   if a.cmd is None:
     a = p.parse_args(["train"] + (argv or []))
   return {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,

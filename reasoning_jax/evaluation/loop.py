@@ -28,9 +28,21 @@ def _generate(params, cfg, prompts, codec, *, key, max_new_tokens, samples, temp
   out = sampling.generate(params, cfg, prompts, key=key, max_new_tokens=max_new_tokens,
                           num_samples=samples, temperature=temperature,
                           stop_tokens=(codec.eos_id,), pad_id=codec.pad_id)
-  toks, lens = np.asarray(out.tokens), np.asarray(out.lengths)
+  toks, lens = _host(out.tokens), _host(out.lengths)
   texts = [codec.decode(toks[r, :lens[r]].tolist()) for r in range(toks.shape[0])]
-  return texts, lens, np.asarray(out.finish_reason)
+  return texts, lens, _host(out.finish_reason)
+
+
+def _host(x) -> np.ndarray:
+  """All of `x` on this host. With several processes, every process evaluates the same
+  prompts (the sampler's inputs are identical everywhere) and gathers the rows its
+  devices do not hold, so every process computes the same metrics (process 0 writes
+  them). Eval sets are small; scoring them on every host is cheaper than the code to
+  split and gather the scores."""
+  if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated:
+    return np.asarray(x)
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def evaluate(params, cfg, examples: Sequence[Any], codec, runner, *, key: jax.Array,

@@ -16,6 +16,7 @@ import numpy as np
 from reasoning_jax import model as rjm
 from reasoning_jax.sampling import budget as bud
 from reasoning_jax.sampling.loop import Knobs, sample_program
+from reasoning_jax.sampling.sharding import local_rows
 from reasoning_jax.sampling.state import SampleOutput
 
 
@@ -122,6 +123,12 @@ def generate(params, config: rjm.ModelConfig, prompts, *, key, max_new_tokens: i
     max_len: the longest prompt + generation allowed (default `config.max_seq_len`).
     sharding: an optional `reasoning_jax.sampling.RolloutSharding` (batch over the data
       axis, heads over the tensor axis); None runs wherever the params live.
+      With several jax processes and a sharding, `prompts` are this process's
+      contiguous block of the global batch (every process passes the same number;
+      process p's prompts are global prompts p*B .. p*B+B-1), the global batch must
+      fill its bucket exactly (a power of two multiple of the data size), and the
+      result holds this process's rows only, as host arrays. Without a sharding,
+      every process passes the same prompts and gets every row.
 
   Returns:
     A `SampleOutput` with `[B*G, max_new_tokens]` tokens and log-probs, per-row
@@ -140,6 +147,16 @@ def generate(params, config: rjm.ModelConfig, prompts, *, key, max_new_tokens: i
   temperature, top_k, top_p = _check_knobs(temperature, top_k, top_p)
   max_len = config.max_seq_len if max_len is None else _as_int(max_len, "max_len")
   longest = max(len(p) for p in prompts)
+  procs = jax.process_count() if sharding is not None else 1
+  if procs > 1:
+    # Every process must pad to the same prompt bucket and hold as many prompts.
+    from jax.experimental import multihost_utils
+    info = np.asarray(multihost_utils.process_allgather(
+        np.asarray([longest, len(prompts)], np.int32)))
+    if len(set(info[:, 1].tolist())) != 1:
+      raise ValueError(f"every process must pass the same number of prompts, got "
+                       f"{info[:, 1].tolist()} (process order)")
+    longest = int(info[:, 0].max())
   if longest + max_new > max_len:
     i = max(range(len(prompts)), key=lambda j: len(prompts[j]))
     raise ValueError(f"prompt {i} has {longest} tokens; with max_new_tokens={max_new} "
@@ -154,21 +171,35 @@ def generate(params, config: rjm.ModelConfig, prompts, *, key, max_new_tokens: i
   budget_arrays = bud.budget_arrays(budget, config.vocab_size)
 
   data = 1 if sharding is None else sharding.data_size
-  rows = bucket(len(prompts), 1)
+  n = len(prompts) * procs
+  rows = bucket(n, 1)
   rows = -(-rows // data) * data
+  if procs > 1 and rows != n:
+    raise ValueError(f"{procs} processes x {len(prompts)} prompts = {n}, but the batch "
+                     f"bucket is {rows} rows (a power of two, a multiple of the data size "
+                     f"{data}); with several processes use a prompt count that fills it, "
+                     f"e.g. {rows}")
   new_bucket = bucket(max_new)
-  tokens, positions, lengths, valid = left_pad(prompts, bucket(longest), rows)
+  tokens, positions, lengths, valid = left_pad(prompts, bucket(longest), rows // procs)
   stop_K = np.full((bucket(stops.size, 4),), -1, np.int32)
   stop_K[:stops.size] = stops
   knobs = Knobs(key=key, temperature=np.float32(temperature), top_k=np.int32(top_k),
                 top_p=np.float32(top_p), max_new=np.int32(max_new), stop_K=stop_K,
                 pad_id=np.int32(pad_id), budget=budget_arrays)
-  if sharding is not None:
+  if procs > 1:
+    tokens, positions, lengths, valid = sharding.put_process_rows(
+        (tokens, positions, lengths, valid), procs)
+  elif sharding is not None:
     tokens, positions, lengths, valid = sharding.put_batch((tokens, positions, lengths,
                                                             valid))
   out = sample_program(params, tokens, positions, lengths, valid, knobs, cfg=config,
                        group=group, new_bucket=new_bucket,
                        constrain=None if sharding is None else sharding.constrain)
+  if procs > 1:
+    lo = jax.process_index() * len(prompts) * group
+    hi = lo + len(prompts) * group
+    return jax.tree.map(lambda x: local_rows(x, lo, hi)[:, :max_new] if x.ndim == 2
+                        else local_rows(x, lo, hi), out)
   real = len(prompts) * group
   if real == rows * group and max_new == new_bucket:
     return out

@@ -51,6 +51,17 @@ class RolloutSharding:
     return tuple(jax.device_put(a, self._rows("prompt batch", np.shape(a)))
                  for a in arrays)
 
+  def put_process_rows(self, arrays, processes: int):
+    """Each process's host rows `[rows, ...]` as one global array of `processes` times
+    as many rows (process p's rows are global rows p*rows .. (p+1)*rows - 1)."""
+    out = []
+    for a in arrays:
+      a = np.asarray(a)
+      shape = (a.shape[0] * processes,) + a.shape[1:]
+      out.append(jax.make_array_from_process_local_data(
+          self._rows("prompt batch", shape), a, shape))
+    return tuple(out)
+
   def constrain(self, tree, kind: str):
     """Sharding constraints on a KVCache ("cache") or on any pytree of per-row arrays
     ("rows"; a KVCache inside it is handled as a cache, scalars are replicated)."""
@@ -71,3 +82,29 @@ class RolloutSharding:
     if kind == "cache":
       return cache(tree)
     return jax.tree.map(leaf, tree, is_leaf=lambda x: isinstance(x, rjm.KVCache))
+
+
+def local_rows(x: jax.Array, lo: int, hi: int) -> np.ndarray:
+  """Rows [lo, hi) of a (possibly multi-process) array, from this process's shards.
+
+  Raises a ValueError when this process's devices do not hold all of those rows.
+  """
+  if x.is_fully_addressable or x.is_fully_replicated:
+    return np.asarray(x)[lo:hi]
+  out = np.zeros((hi - lo,) + x.shape[1:], x.dtype)
+  have = np.zeros(out.shape, bool)
+  for shard in x.addressable_shards:
+    idx = shard.index
+    rows = idx[0] if idx else slice(None)
+    a, b, _ = rows.indices(x.shape[0])
+    s, e = max(a, lo), min(b, hi)
+    if s >= e:
+      continue
+    data = np.asarray(shard.data)[s - a:e - a]
+    out[(slice(s - lo, e - lo),) + tuple(idx[1:])] = data
+    have[(slice(s - lo, e - lo),) + tuple(idx[1:])] = True
+  if not have.all():
+    raise ValueError(f"this process's devices do not hold rows [{lo}, {hi}) of an array "
+                     f"of shape {x.shape}; the mesh's batch axes must list the devices "
+                     "process by process")
+  return out

@@ -18,11 +18,13 @@ import os
 from collections.abc import Mapping, Sequence
 
 import jax
+import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 
 from reasoning_jax import model as rjm
 from reasoning_jax import sharding as rjs
+from reasoning_jax.training import multihost
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +53,9 @@ def maybe_initialize(mode: str = "auto", env: Mapping[str, str] | None = None,
   TPU metadata, so nothing has to be passed per worker.
 
   Args:
-    mode: "auto" (initialize when `on_multihost_tpu(env)`), "on" (always; e.g. GPU
-      clusters with `JAX_COORDINATOR_ADDRESS` etc. set), "off" (never).
+    mode: "auto" (initialize when `on_multihost_tpu(env)` or when started by
+      `reasoning-jax launch`), "on" (always; e.g. GPU clusters with
+      `JAX_COORDINATOR_ADDRESS` etc. set), "off" (never).
     env: the environment to read (default `os.environ`).
     initialize: the function to call (default `jax.distributed.initialize`); tests
       pass a recorder.
@@ -62,9 +65,15 @@ def maybe_initialize(mode: str = "auto", env: Mapping[str, str] | None = None,
   """
   if mode not in ("auto", "on", "off"):
     raise ValueError(f"distributed mode {mode!r}: use 'auto', 'on' or 'off'")
-  if mode == "off" or (mode == "auto" and not on_multihost_tpu(env)):
+  if mode != "off" and multihost.launched(env):
+    # A local multi-process run (`reasoning-jax launch`): coordinator, count and id
+    # come from the launcher's environment; gloo collectives on CPU.
+    multihost.initialize_from_env(env, initialize)
+  elif mode == "off" or (mode == "auto" and not on_multihost_tpu(env)):
     return False
-  (initialize or jax.distributed.initialize)()
+  else:
+    (initialize or jax.distributed.initialize)()
+  multihost.quiet_non_primary()
   log.info("jax.distributed initialized: process %d of %d, %d devices (%d local)",
            jax.process_index(), jax.process_count(), jax.device_count(),
            jax.local_device_count())
@@ -179,7 +188,28 @@ def batch_sharding_tree(batch, mesh: Mesh, rules=rjs.TRAIN_RULES):
 
 
 def shard_batch(batch, mesh: Mesh, rules=rjs.TRAIN_RULES):
-  """A pytree of `[B, ...]` arrays placed with its rows over the batch axes."""
+  """A pytree of `[B, ...]` arrays placed with its rows over the batch axes.
+
+  With several processes, host (numpy) leaves are this process's rows of the global
+  batch (`multihost.process_slice`) and become global arrays of P times as many rows
+  (`jax.make_array_from_process_local_data`); leaves that are already global jax
+  arrays are resharded on device; scalars are the same on every process.
+  """
+  if jax.process_count() == 1:
+    return jax.device_put(batch, batch_sharding_tree(batch, mesh, rules))
+  n = jax.process_count()
+
+  def one(path, x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return x  # already global: resharded below
+    x = np.asarray(x)
+    if x.ndim == 0:
+      return jax.make_array_from_process_local_data(rjs.replicated(mesh), x, ())
+    shape = (x.shape[0] * n,) + x.shape[1:]
+    sh = rjs.batch_sharding(mesh, rules, shape, name=jax.tree_util.keystr(path))
+    return jax.make_array_from_process_local_data(sh, x, shape)
+
+  batch = jax.tree_util.tree_map_with_path(one, batch)
   return jax.device_put(batch, batch_sharding_tree(batch, mesh, rules))
 
 

@@ -8,6 +8,7 @@ would have done (bitwise on CPU).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -22,12 +23,13 @@ from reasoning_jax.data.pipeline import PipelineConfig, make_dataset
 from reasoning_jax.evaluation.loop import evaluate
 from reasoning_jax.rewards import RewardRunner
 from reasoning_jax.training import distributed as D
+from reasoning_jax.training import multihost as MH
 from reasoning_jax.training import setup as S
 from reasoning_jax.training.checkpoint import CheckpointManager
 from reasoning_jax.training.config import Experiment
 from reasoning_jax.training.health import HealthConfig, HealthMonitor
 from reasoning_jax.training.metrics import MetricsWriter
-from reasoning_jax.training.rollout import build_rollouts
+from reasoning_jax.training.rollout import build_rollouts, summarize
 from reasoning_jax.training.steps import SeqBatch, jit_steps, make_optimizer
 
 log = logging.getLogger("reasoning_jax")
@@ -46,16 +48,20 @@ class Trainer:
 
   def __init__(self, exp: Experiment, workdir: str, config_text: str = ""):
     self.exp, self.workdir, self.config_text = exp, workdir, config_text
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.gin"), "w") as f:
-      f.write(config_text)
     run = exp.run
-    D.maybe_initialize(run.distributed)  # a no-op unless this is a multi-host pod
+    # A no-op unless this is a multi-host pod or a `reasoning-jax launch` child.
+    D.maybe_initialize(run.distributed)
+    os.makedirs(workdir, exist_ok=True)
+    if MH.is_primary():  # one writer per run directory
+      with open(os.path.join(workdir, "config.gin"), "w") as f:
+        f.write(config_text)
     init_key, self.run_key, self.eval_key = jax.random.split(jax.random.key(run.seed), 3)
     self.task = S.build_task(exp)
     self.codec = S.build_codec(exp, self.task)
     self.cfg, self.params = S.build_model(exp, self.codec, init_key)
     self.mesh = D.build_mesh(run.mesh)
+    if jax.process_count() > 1:
+      MH.check_mesh_order(self.mesh)
     self.params = D.place_params(self.params, self.cfg, self.mesh)
     self.objective, self.ocfg, self.layout = S.build_objective(exp)
     t = exp.task
@@ -103,6 +109,9 @@ class Trainer:
     self.runner = RewardRunner(num_workers=run.reward_workers, timeout_s=run.reward_timeout)
     self.ref_params = None
     self.sft_iter = _index_stream(len(self.warmup) or 1, exp.sft.batch_size, run.seed)
+    log_dir = os.environ.get("REASONING_JAX_INDEX_LOG")
+    self._index_log = (os.path.join(log_dir, f"indices.p{jax.process_index()}.jsonl")
+                       if log_dir else None)
     self.rl_iter = _index_stream(len(self.train_ex), r.prompts_per_step, run.seed + 1)
     self.sft_data = (S.sft_arrays(self.warmup, self.codec, exp.sft.answer_noise, t.data_seed)
                      if self.warmup else None)
@@ -151,9 +160,23 @@ class Trainer:
     return last
 
   # ------------------------------------------------------------------ phases
+  def _take(self, it, step: int, phase: str) -> np.ndarray:
+    """This process's example indices of the next global batch of `it`.
+
+    Every process draws the same global index stream (same seed), so the data order
+    and the iterator state do not depend on the process count; process p keeps its
+    contiguous block of rows (`multihost.process_slice`), the rows its devices hold.
+    """
+    idx = np.asarray(next(it)["i"])
+    idx = idx[MH.process_slice(len(idx), f"{phase} batch")]
+    if self._index_log:  # REASONING_JAX_INDEX_LOG: what each process consumed (tests)
+      with open(self._index_log, "a") as f:
+        f.write(json.dumps({"step": step, "phase": phase, "indices": idx.tolist()}) + "\n")
+    return idx
+
   def sft(self, step: int) -> dict[str, float]:
     """One SFT update on the next warm-up batch."""
-    idx = np.asarray(next(self.sft_iter)["i"])
+    idx = self._take(self.sft_iter, step, "sft")
     d = D.shard_batch({k: v[idx] for k, v in self.sft_data.items()}, self.mesh)
     self.params, self.opt_state, m = self.sft_step(self.params, self.opt_state,
                                                    d["tokens"], d["positions"], d["mask"])
@@ -164,9 +187,14 @@ class Trainer:
     r, key = self.exp.rl, jax.random.fold_in(self.run_key, step)
     k_sample, k_prep = jax.random.split(key)
     t0 = time.perf_counter()
-    exs = [self.train_ex[i] for i in np.asarray(next(self.rl_iter)["i"])]
+    exs = [self.train_ex[i] for i in self._take(self.rl_iter, step, "rl")]
     prompts = [self.codec.prompt_ids(e.prompt) for e in exs]
     tsallis = self.layout == "tsallis"
+    answers = ([self.codec.encode(e.answer) + [self.codec.eos_id] for e in exs]
+               if tsallis else None)
+    # Column widths of the whole batch (every process's part must have the same).
+    widths = MH.allgather([max(len(p) for p in prompts),
+                           max(len(a) for a in answers) if answers else 0]).max(axis=0)
     budget = (sampling.ThinkingBudget(r.max_new_tokens - len(self.marker_ids),
                                       tuple(self.marker_ids), answer_tokens=0)
               if tsallis else None)
@@ -182,16 +210,25 @@ class Trainer:
     jax.block_until_ready(out.tokens)
     del roll_params
     t1 = time.perf_counter()
-    answers = ([self.codec.encode(e.answer) + [self.codec.eos_id] for e in exs]
-               if tsallis else None)
     roll = build_rollouts(exs, prompts, out, self.codec, self.runner, group=r.group_size,
                           layout=self.layout, marker_ids=self.marker_ids,
-                          answer_ids=answers, train_forced=r.train_forced_tokens)
+                          answer_ids=answers, train_forced=r.train_forced_tokens,
+                          prompt_bucket=sampling.bucket(int(widths[0])),
+                          answer_bucket=sampling.bucket(int(widths[1])) if tsallis else None)
+    stats = roll.row_stats
+    if jax.process_count() > 1:  # metrics and health checks of the global batch
+      stats = {k: MH.allgather_rows(v) for k, v in stats.items()}
+      counts = {k: float(MH.allgather(roll.counts.get(k, 0.0)).sum())
+                for k in sorted(roll.counts)}
+      roll.metrics = summarize(stats, counts, r.group_size)
     t2 = time.perf_counter()
-    self._last_rewards = roll.rewards if self.layout == "completion" else None
+    self._last_rewards = (stats.get("reward", roll.rewards) if self.layout == "completion"
+                          else None)
     inputs = S.objective_inputs(roll, r.group_size)
     batch = D.shard_batch(SeqBatch(roll.tokens, roll.positions, inputs, roll.sampler_logp),
                           self.mesh)
+    if jax.process_count() > 1:
+      inputs = batch.inputs  # the global batch; `inputs` held this process's rows
     updates = r.epochs * r.minibatches
     if updates > 1 or self.objective.needs_key:
       old, _ = self.score(self.params, batch)
@@ -200,9 +237,10 @@ class Trainer:
       inputs = inputs.replace(ref_logp_BT=self.score(self.ref_params, batch)[0])
     inputs = self.objective.prepare(inputs, self.ocfg,
                                     k_prep if self.objective.needs_key else None)
+    jax.block_until_ready(inputs)  # so time/score is the scoring, not its dispatch
     t3 = time.perf_counter()
     metrics: dict[str, float] = {}
-    rows, mb = roll.tokens.shape[0], r.minibatches
+    rows, mb = batch.tokens_BT.shape[0], r.minibatches  # global rows
     size = rows // mb
     for _ in range(r.epochs):
       for j in range(mb):
@@ -215,10 +253,10 @@ class Trainer:
         metrics = {k: float(v) for k, v in m.items()}
     t4 = time.perf_counter()
     metrics.update(roll.metrics)
-    ntok = float(roll.mask.sum())
+    ntok = float(MH.allgather(roll.mask.sum()).sum())
     metrics.update({"time/rollout": t1 - t0, "time/reward": t2 - t1, "time/score": t3 - t2,
                     "time/update": t4 - t3, "time/step": t4 - t0,
-                    "throughput/tokens_per_s": float(np.asarray(out.lengths).sum())
+                    "throughput/tokens_per_s": float(stats["length"].sum())
                     / max(t1 - t0, 1e-9), "rollout/trained_tokens": ntok})
     return metrics
 

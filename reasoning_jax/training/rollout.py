@@ -35,6 +35,31 @@ class Rollouts:
   rewards: np.ndarray         # float32 [R]
   texts: list[str]            # decoded completions (rationale only in tsallis layout)
   metrics: dict[str, float]
+  # Per-row values and outcome counts the metrics come from (`summarize`); with
+  # several processes they are gathered first, so metrics are the global batch's.
+  row_stats: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  counts: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def summarize(row_stats: dict[str, np.ndarray], counts: dict[str, float], group: int
+              ) -> dict[str, float]:
+  """Rollout metrics from per-row values (`Rollouts.row_stats`) and outcome counts."""
+  lens = row_stats["length"]
+  metrics: dict[str, float] = {
+      "rollout/length_mean": float(lens.mean()),
+      "rollout/truncated_frac": float(np.mean(row_stats["truncated"])),
+      "rollout/forced_frac": float(np.mean(row_stats["forced"])),
+  }
+  metrics.update(counts)
+  if "reward" in row_stats:
+    rewards = row_stats["reward"]
+    g = rewards.reshape(-1, group)
+    metrics["reward/mean"] = float(rewards.mean())
+    metrics["reward/std"] = float(rewards.std())
+    metrics["reward/zero_variance_groups"] = float(np.mean(g.std(axis=1) == 0))
+  if "rationale_correct" in row_stats:
+    metrics["rollout/rationale_correct"] = float(np.mean(row_stats["rationale_correct"]))
+  return metrics
 
 
 def _reward_scores(examples: Sequence[Any], texts: Sequence[str], lengths: Sequence[int],
@@ -60,7 +85,8 @@ def build_rollouts(examples: Sequence[Any], prompt_ids: Sequence[Sequence[int]],
                    out: SampleOutput, codec, runner: RewardRunner | None, *,
                    group: int, layout: str, marker_ids: Sequence[int] = (),
                    answer_ids: Sequence[Sequence[int]] | None = None,
-                   train_forced: bool = True) -> Rollouts:
+                   train_forced: bool = True, prompt_bucket: int | None = None,
+                   answer_bucket: int | None = None) -> Rollouts:
   """Lay one step's samples out for the update and score them.
 
   Args:
@@ -73,6 +99,9 @@ def build_rollouts(examples: Sequence[Any], prompt_ids: Sequence[Sequence[int]],
     marker_ids: the end-of-rationale marker's ids (tsallis layout).
     answer_ids: per prompt, the gold answer's ids followed by EOS (tsallis layout).
     train_forced: whether budget-forced tokens are in the loss mask.
+    prompt_bucket, answer_bucket: the prompt / answer column widths; default the
+      bucket of the longest given (processes holding parts of one batch pass the
+      global ones, so every part has the same columns).
   """
   if layout not in LAYOUTS:
     raise ValueError(f"unknown rollout layout {layout!r}; use one of {LAYOUTS}")
@@ -81,12 +110,12 @@ def build_rollouts(examples: Sequence[Any], prompt_ids: Sequence[Sequence[int]],
   slogp = np.asarray(out.logprobs)
   forced = np.asarray(out.forced_mask)
   R, N = toks.shape
-  P = bucket(max(len(p) for p in prompt_ids))
+  P = prompt_bucket or bucket(max(len(p) for p in prompt_ids))
   A = 0
   if layout == "tsallis":
     if answer_ids is None:
       raise ValueError("the tsallis layout needs the gold answers' token ids")
-    A = bucket(max(len(a) for a in answer_ids))
+    A = answer_bucket or bucket(max(len(a) for a in answer_ids))
   T = P + N + A
   tokens = np.full((R, T), codec.pad_id, np.int32)
   positions = np.full((R, T), -1, np.int32)
@@ -121,21 +150,15 @@ def build_rollouts(examples: Sequence[Any], prompt_ids: Sequence[Sequence[int]],
   # Truncated: cut by the length limit (completion layout) or by the rationale budget,
   # which forced the marker (tsallis layout).
   cut = forced.any(axis=1) if layout == "tsallis" else finish == LENGTH
-  metrics: dict[str, float] = {
-      "rollout/length_mean": float(lens.mean()),
-      "rollout/truncated_frac": float(np.mean(cut)),
-      "rollout/forced_frac": float(forced.any(axis=1).mean()),
-  }
+  stats = {"length": lens, "truncated": cut, "forced": forced.any(axis=1)}
   rewards = np.zeros(R, np.float32)
+  counts: dict[str, float] = {}
   if runner is not None and layout == "completion":
     rep = [examples[r // group] for r in range(R)]
     rewards, counts = _reward_scores(rep, texts, lens, runner)
-    metrics.update(counts)
-    g = rewards.reshape(-1, group)
-    metrics["reward/mean"] = float(rewards.mean())
-    metrics["reward/std"] = float(rewards.std())
-    metrics["reward/zero_variance_groups"] = float(np.mean(g.std(axis=1) == 0))
+    stats["reward"] = rewards
   if layout == "tsallis":
-    rc = [examples[r // group].rationale_correct(texts[r]) for r in range(R)]
-    metrics["rollout/rationale_correct"] = float(np.mean(rc))
-  return Rollouts(tokens, positions, mask, rat, ans, samp, rewards, texts, metrics)
+    stats["rationale_correct"] = np.asarray(
+        [bool(examples[r // group].rationale_correct(texts[r])) for r in range(R)])
+  return Rollouts(tokens, positions, mask, rat, ans, samp, rewards, texts,
+                  summarize(stats, counts, group), stats, counts)
