@@ -76,7 +76,13 @@ class ModelConfig:
     layer_is_local: per layer, True where the layer uses the sliding window.
     activation: MLP gate activation.
     max_seq_len: the longest sequence the model is used for (cache default).
-    dtype: parameter and activation dtype name ("float32" or "bfloat16").
+    dtype: activation (compute) dtype name ("float32" or "bfloat16"); matmuls take
+      operands in this dtype and accumulate in float32.
+    param_dtype: storage dtype of the params; None means `dtype`. "float32" with
+      dtype "bfloat16" is mixed precision: float32 master weights (the optimizer
+      updates them in float32), cast to bfloat16 inside each matmul.
+    remat: rematerialisation of the layer scan in training passes (no cache):
+      "none", "layer" or "dots" (see `forward._remat`); sampling ignores it.
   """
   family: str = "llama"
   vocab_size: int = 256
@@ -103,6 +109,8 @@ class ModelConfig:
   activation: Activation = "silu"
   max_seq_len: int = 2048
   dtype: str = "float32"
+  param_dtype: str | None = None
+  remat: str = "none"
 
   def __post_init__(self):
     if self.n_heads % self.n_kv_heads:
@@ -116,8 +124,18 @@ class ModelConfig:
         raise ValueError("local layers need a sliding_window size")
     if self.activation not in ("silu", "gelu_tanh"):
       raise ValueError(f"activation {self.activation!r}: use 'silu' or 'gelu_tanh'")
-    if self.dtype not in ("float32", "bfloat16"):
-      raise ValueError(f"dtype {self.dtype!r}: use 'float32' or 'bfloat16'")
+    for name in ("dtype", "param_dtype"):
+      v = getattr(self, name)
+      if v not in ("float32", "bfloat16") and not (name == "param_dtype" and v is None):
+        raise ValueError(f"{name} {v!r}: use 'float32' or 'bfloat16'")
+    if self.remat not in ("none", "layer", "dots"):
+      raise ValueError(f"remat {self.remat!r}: use 'none', 'layer' (recompute each layer "
+                       "in the backward pass) or 'dots' (keep projection outputs)")
+
+  @property
+  def weight_dtype(self) -> str:
+    """The params' storage dtype (`param_dtype`, defaulting to `dtype`)."""
+    return self.param_dtype or self.dtype
 
   @property
   def local_flags(self) -> tuple[bool, ...]:

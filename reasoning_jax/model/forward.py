@@ -19,6 +19,7 @@ from jax import lax
 
 from reasoning_jax.model.cache import KVCache
 from reasoning_jax.model.config import ModelConfig
+from reasoning_jax.model.matmul import dense, dense_transposed
 from reasoning_jax.model.params import Params
 
 F32 = jnp.float32
@@ -40,14 +41,6 @@ def rms_norm(x: jax.Array, w: jax.Array, cfg: ModelConfig) -> jax.Array:
     return (y * (cfg.norm_offset + _lead(w.astype(F32), x.ndim))).astype(x.dtype)
   # Llama/Qwen cast back before scaling (transformers' LlamaRMSNorm order).
   return y.astype(x.dtype) * _lead(w.astype(x.dtype), x.ndim)
-
-
-def _proj(eq: str, x: jax.Array, w: jax.Array, b: jax.Array | None = None) -> jax.Array:
-  """einsum with float32 accumulation (and bias), cast back to the activation dtype."""
-  y = jnp.einsum(eq, x, w.astype(x.dtype), preferred_element_type=F32)
-  if b is not None:
-    y = y + _lead(b.astype(F32), y.ndim)
-  return y.astype(x.dtype)
 
 
 def rope_tables(pos_BT: jax.Array, inv_freq: np.ndarray) -> tuple[jax.Array, jax.Array]:
@@ -82,13 +75,13 @@ def attention(q_BTNH, k_BSKH, v_BSKH, mask_BTS, cfg: ModelConfig) -> jax.Array:
 
 
 def _mlp(x_BTD: jax.Array, p: Params, cfg: ModelConfig) -> jax.Array:
-  gate = _proj("btd,df->btf", x_BTD, p["w_gate"])
-  up = _proj("btd,df->btf", x_BTD, p["w_up"])
+  gate = dense(x_BTD, p["w_gate"])
+  up = dense(x_BTD, p["w_up"])
   if cfg.activation == "silu":
     act = jax.nn.silu(gate.astype(F32))
   else:
     act = jax.nn.gelu(gate.astype(F32), approximate=True)
-  return _proj("btf,fd->btd", (act * up.astype(F32)).astype(x_BTD.dtype), p["w_down"])
+  return dense((act * up.astype(F32)).astype(x_BTD.dtype), p["w_down"])
 
 
 def _masks(q_pos_BT: jax.Array, k_pos_BS: jax.Array, cfg: ModelConfig):
@@ -98,6 +91,25 @@ def _masks(q_pos_BT: jax.Array, k_pos_BS: jax.Array, cfg: ModelConfig):
   causal = (k >= 0) & (k <= q)
   local = causal & (q - k < cfg.sliding_window) if any(cfg.local_flags) else None
   return causal, local
+
+
+def _remat(body, policy: str):
+  """The layer body under the config's rematerialisation policy (training only).
+
+  "none" keeps every intermediate of every layer for the backward pass (fastest when
+  it fits); "layer" keeps only each layer's input and recomputes the layer in the
+  backward pass (activation memory ~ L x B x T x D); "dots" keeps the outputs of
+  matmuls without batch dimensions (the projections) and recomputes the cheap
+  element-wise work and attention.
+  """
+  if policy == "none":
+    return body
+  if policy == "layer":
+    return jax.checkpoint(body, prevent_cse=False)
+  if policy == "dots":
+    return jax.checkpoint(body, prevent_cse=False,
+                          policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
+  raise ValueError(f"remat policy {policy!r}: use 'none', 'layer' or 'dots'")
 
 
 def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array,
@@ -136,9 +148,9 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
     cache) or writes them into the cache and returns the layer's cached keys/values."""
     with jax.named_scope("attention"):
       x = rms_norm(h_BTD, p["attn_norm"], cfg)
-      q = _proj("btd,dnh->btnh", x, p["wq"], p.get("bq"))
-      k = _proj("btd,dkh->btkh", x, p["wk"], p.get("bk"))
-      v = _proj("btd,dkh->btkh", x, p["wv"], p.get("bv"))
+      q = dense(x, p["wq"], 1, p.get("bq"))
+      k = dense(x, p["wk"], 1, p.get("bk"))
+      v = dense(x, p["wv"], 1, p.get("bv"))
       if cfg.qk_norm:
         q = rms_norm(q, p["q_norm"], cfg)
         k = rms_norm(k, p["k_norm"], cfg)
@@ -152,7 +164,7 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       k, v = kv_fn(k, v)
       mask = mask_g if mask_l is None else jnp.where(is_local, mask_l, mask_g)
       o = attention(q, k.astype(dtype), v.astype(dtype), mask, cfg)
-      o = _proj("btnh,nhd->btd", o, p["wo"])
+      o = dense(o, p["wo"], 2)
       if cfg.post_norms:
         o = rms_norm(o, p["post_attn_norm"], cfg)
       h_BTD = h_BTD + o
@@ -163,8 +175,9 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       return h_BTD + y
 
   if cache is None:
-    h, _ = lax.scan(lambda c, xs: (block(c, xs[0], xs[1], lambda k, v: (k, v)), None), h,
-                    (params["layers"], flags_L))
+    body = _remat(lambda c, xs: (block(c, xs[0], xs[1], lambda k, v: (k, v)), None),
+                  cfg.remat)
+    h, _ = lax.scan(body, h, (params["layers"], flags_L))
   else:
     # The whole cache rides in the scan carry and each layer updates its own slice in
     # place (dynamic_update_slice on a carried buffer), so a decode step never copies
@@ -196,11 +209,9 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
 def logits_from_hidden(params: Params, h_BTD: jax.Array, cfg: ModelConfig) -> jax.Array:
   """Output logits `[B, T, V]` in float32 from final hidden states (soft cap applied)."""
   if cfg.tie_embeddings:
-    logits = jnp.einsum("btd,vd->btv", h_BTD, params["embed"].astype(h_BTD.dtype),
-                        preferred_element_type=F32)
+    logits = dense_transposed(h_BTD, params["embed"], out_dtype=F32)
   else:
-    logits = jnp.einsum("btd,dv->btv", h_BTD, params["lm_head"].astype(h_BTD.dtype),
-                        preferred_element_type=F32)
+    logits = dense(h_BTD, params["lm_head"], out_dtype=F32)
   if cfg.final_softcap:
     logits = jnp.tanh(logits / cfg.final_softcap) * cfg.final_softcap
   return logits

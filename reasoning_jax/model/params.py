@@ -94,7 +94,7 @@ def logical_axes(cfg: ModelConfig) -> Params:
 
 def abstract_params(cfg: ModelConfig) -> Params:
   """`jax.ShapeDtypeStruct` leaves: the params' shapes without allocating them."""
-  dtype = jnp.dtype(cfg.dtype)
+  dtype = jnp.dtype(cfg.weight_dtype)
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, dtype), param_specs(cfg),
                       is_leaf=_is_spec)
 
@@ -108,7 +108,7 @@ def init_params(cfg: ModelConfig, key: jax.Array, scale: float = 1.0) -> Params:
   specs = param_specs(cfg)
   leaves, treedef = jax.tree.flatten(specs, is_leaf=_is_spec)
   keys = jax.random.split(key, len(leaves))
-  dtype = jnp.dtype(cfg.dtype)
+  dtype = jnp.dtype(cfg.weight_dtype)
 
   def one(spec: ParamSpec, k):
     if spec.init == "zeros":

@@ -163,6 +163,9 @@ def sample_program(params, tokens_BP: jax.Array, positions_BP: jax.Array,
   B, P = tokens_BP.shape
   R = B * group
   hold = constrain or (lambda x, _: x)
+  # Float32 master weights with bf16 compute: cast once per call, before the loop, so
+  # every decode step reads bf16 weights (half the bytes) instead of casting per use.
+  params = jax.tree.map(lambda x: x.astype(cfg.dtype), params)
   with jax.named_scope("prefill"):
     cache = hold(rjm.init_cache(cfg, B, P), "cache")
     h_BPD, cache = rjm.forward_hidden(params, tokens_BP, positions_BP, cfg, cache)

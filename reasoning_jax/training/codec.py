@@ -32,8 +32,20 @@ class Codec:
     return ([self.bos_id] if self.bos_id is not None else []) + self.encode(text)
 
   def decode(self, ids: Sequence[int]) -> str:
-    """Text of `ids` up to (not including) the first EOS."""
+    """Text of `ids` up to (not including) the first EOS; ids outside the
+    tokenizer (padded model rows) decode as U+FFFD."""
     ids = [int(i) for i in ids]
     if self.eos_id in ids:
       ids = ids[:ids.index(self.eos_id)]
-    return self.inner.decode(ids)
+    # A model's vocabulary may have more rows than its tokenizer (padded embeddings:
+    # Qwen, or ref-tiny's 512 over a char vocabulary), and the sampler can draw them.
+    # Such ids become U+FFFD, never dropped: "12<pad row>3" must not read as "123".
+    parts, run = [], []
+    for i in ids:
+      if 0 <= i < self.vocab_size:
+        run.append(i)
+      else:
+        parts.append(self.inner.decode(run) if run else "")
+        run = []
+    parts.append(self.inner.decode(run) if run else "")
+    return "\ufffd".join(parts)

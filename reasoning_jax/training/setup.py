@@ -58,8 +58,11 @@ def build_model(exp: Experiment, codec: Codec, key: jax.Array):
   else:
     over = dict(m.overrides)
     over.setdefault("vocab_size", codec.vocab_size)
-    cfg = rjm.preset(m.preset, dtype=m.dtype, **over)
+    cfg = rjm.preset(m.preset, dtype=m.dtype, param_dtype=m.param_dtype or None, **over)
     params = rjm.init_params(cfg, key)
+  cfg = cfg.replace(param_dtype=m.param_dtype or None, remat=m.remat)
+  if cfg.weight_dtype != params["final_norm"].dtype:
+    params = jax.tree.map(lambda x: x.astype(cfg.weight_dtype), params)
   if codec.vocab_size > cfg.vocab_size:
     raise ValueError(f"the tokenizer has {codec.vocab_size} tokens but the model's "
                      f"vocabulary has {cfg.vocab_size} rows; use the model's own "

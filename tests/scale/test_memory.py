@@ -83,8 +83,8 @@ def test_remat_keeps_one_layer_input_per_layer():
   kw = dict(rows=B, seq_len=T, chunk=32)
   one = CFG.replace(n_layers=1)
   # One layer: remat keeps the layer input [B, T, D] on top of that layer's activations.
-  assert (dist.memory_estimate(one, mesh, TX, remat=True, **kw).activations
+  assert (dist.memory_estimate(one, mesh, TX, remat="layer", **kw).activations
           - dist.memory_estimate(one, mesh, TX, **kw).activations) == B * T * 64 * 4
   plain = dist.memory_estimate(CFG, mesh, TX, **kw)
-  remat = dist.memory_estimate(CFG, mesh, TX, remat=True, **kw)
+  remat = dist.memory_estimate(CFG, mesh, TX, remat="layer", **kw)
   assert remat.activations < plain.activations and remat.state == plain.state

@@ -1,0 +1,113 @@
+"""Mixed precision and rematerialisation: `dense`'s custom VJP, f32 master weights,
+and the remat policies (all must leave values and gradients unchanged in float32)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from reasoning_jax import model as rjm
+from reasoning_jax.model.matmul import dense, dense_transposed
+
+F32 = jnp.float32
+
+
+def _grads(f, *args):
+  return jax.grad(lambda *a: jnp.sum(jnp.sin(f(*a).astype(F32))),
+                  argnums=tuple(range(len(args))))(*args)
+
+
+def _close(a, b):
+  # Flattened 2-D GEMMs sum in a different order than the einsum: float32 rounding,
+  # bounded relative to the array's scale (sin' amplifies the output's rounding).
+  assert np.max(np.abs(np.asarray(a) - np.asarray(b))) <= 1e-5 * np.max(np.abs(b))
+
+
+def test_dense_equals_einsum_and_its_autodiff_in_float32():
+  """Multi-axis contraction (the attention output projection `btnh,nhd->btd`), a
+  bias, and the transposed (tied-embedding) head: values and both gradients equal
+  plain einsum autodiff to float32 rounding."""
+  k = jax.random.split(jax.random.key(0), 5)
+  x = jax.random.normal(k[0], (3, 5, 4, 8))
+  w = jax.random.normal(k[1], (4, 8, 6))
+  b = jax.random.normal(k[2], (6,))
+  ref = lambda x, w, b: jnp.einsum("btnh,nhd->btd", x, w) + b[None, None]
+  got = lambda x, w, b: dense(x, w, 2, b)
+  np.testing.assert_allclose(got(x, w, b), ref(x, w, b), rtol=1e-6, atol=1e-6)
+  for g, r in zip(_grads(got, x, w, b), _grads(ref, x, w, b)):
+    _close(g, r)
+  h = jax.random.normal(k[3], (2, 7, 8))
+  e = jax.random.normal(k[4], (11, 8))
+  ref_t = lambda h, e: jnp.einsum("btd,vd->btv", h, e)
+  np.testing.assert_allclose(dense_transposed(h, e), ref_t(h, e), rtol=1e-6, atol=1e-6)
+  for g, r in zip(_grads(dense_transposed, h, e), _grads(ref_t, h, e)):
+    _close(g, r)
+
+
+def test_bf16_dense_gradients_accumulate_in_float32_and_keep_the_weight_dtype():
+  """bf16 activations with a float32 master weight: the weight gradient comes back in
+  float32 and equals the float32 product of the bf16-rounded operands (x and the
+  cotangent cast to bf16, exactly as the forward casts its operands), accumulated in
+  float32 over a long contraction (4096 rows) where bf16 accumulation would be off
+  by ~1e-2 relative."""
+  k = jax.random.split(jax.random.key(1), 3)
+  x = jax.random.normal(k[0], (4096, 16)).astype(jnp.bfloat16)
+  w = jax.random.normal(k[1], (16, 8))  # float32 master
+  g = jax.random.normal(k[2], (4096, 8))
+  _, vjp = jax.vjp(lambda x, w: dense(x, w), x, w)
+  dx, dw = vjp(g.astype(jnp.bfloat16))
+  assert dw.dtype == F32 and dx.dtype == jnp.bfloat16
+  gb = g.astype(jnp.bfloat16).astype(F32)
+  want_dw = np.asarray(x.astype(F32)).T.astype(np.float64) @ np.asarray(gb, np.float64)
+  np.testing.assert_allclose(dw, want_dw, rtol=1e-5, atol=1e-4)
+  want_dx = np.asarray(gb, np.float64) @ np.asarray(
+      w.astype(jnp.bfloat16).astype(F32), np.float64).T
+  # dx is rounded once to bf16 at the end (relative 2^-8).
+  np.testing.assert_allclose(np.asarray(dx.astype(F32)), want_dx, rtol=2 ** -8, atol=1e-2)
+
+
+def _loss(params, cfg, tokens, positions):
+  logp, _ = rjm.token_logprobs(params, cfg, tokens, positions, chunk=4)
+  return jnp.sum(logp)
+
+
+@pytest.mark.parametrize("policy", ["layer", "dots"])
+def test_remat_policies_leave_the_loss_and_gradients_unchanged(policy):
+  """Remat only changes what is stored for the backward pass, never the math."""
+  cfg = rjm.preset("ref_tiny").replace(n_layers=2, d_model=32, n_heads=2, n_kv_heads=1,
+                                       head_dim=16, ffw_dim=64, vocab_size=40)
+  params = rjm.init_params(cfg, jax.random.key(0))
+  tokens = jax.random.randint(jax.random.key(1), (2, 9), 0, 40)
+  positions = jnp.broadcast_to(jnp.arange(9), (2, 9)) - jnp.array([[0], [2]])
+  l0, g0 = jax.value_and_grad(_loss)(params, cfg, tokens, positions)
+  l1, g1 = jax.value_and_grad(_loss)(params, cfg.replace(remat=policy), tokens, positions)
+  np.testing.assert_allclose(l1, l0, rtol=1e-6)
+  # Recomputation lets XLA fuse (and so round) the recomputed forward differently:
+  # float32 rounding of sums over ~100 terms, bounded relative to each leaf's scale.
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+    assert np.max(np.abs(a - b)) <= 1e-5 * np.max(np.abs(b)), policy
+
+
+def test_float32_master_weights_with_bf16_compute():
+  """param_dtype float32 + dtype bfloat16: params (and so grads and Adam state) stay
+  float32, the forward computes in bf16 and matches casting the weights to bf16
+  first (the cast happens inside each matmul)."""
+  base = rjm.preset("ref_tiny").replace(n_layers=2, d_model=32, n_heads=2, n_kv_heads=1,
+                                        head_dim=16, ffw_dim=64, vocab_size=40)
+  mixed = base.replace(dtype="bfloat16", param_dtype="float32")
+  params = rjm.init_params(mixed, jax.random.key(0))
+  assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(F32)}
+  tokens = jax.random.randint(jax.random.key(1), (2, 9), 0, 40)
+  positions = jnp.broadcast_to(jnp.arange(9), (2, 9))
+  logits, _ = rjm.forward(params, tokens, positions, mixed)
+  bf = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
+  want, _ = rjm.forward(bf, tokens, positions, base.replace(dtype="bfloat16"))
+  np.testing.assert_array_equal(np.asarray(logits), np.asarray(want))
+  grads = jax.grad(_loss)(params, mixed, tokens, positions)
+  assert {x.dtype for x in jax.tree.leaves(grads)} == {jnp.dtype(F32)}
+
+
+def test_bad_precision_settings_are_named():
+  with pytest.raises(ValueError, match="remat 'full'"):
+    rjm.preset("tiny", remat="full")
+  with pytest.raises(ValueError, match="param_dtype 'float16'"):
+    rjm.preset("tiny", param_dtype="float16")
