@@ -8,6 +8,7 @@ would have done (bitwise on CPU).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -44,6 +45,16 @@ def _index_stream(n: int, batch: int, seed: int):
   return iter(ds)
 
 
+@dataclasses.dataclass(frozen=True)
+class SamplingSettings:
+  """The rollout sampling knobs of the next RL steps (from `RLConfig`). They are traced
+  values everywhere (sampler, scoring, update): replacing `Trainer.sampling` between
+  steps (a temperature schedule, a curriculum) never recompiles."""
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+
+
 class Trainer:
   """Owns a run's state and runs its phases; see the module docstring."""
 
@@ -76,6 +87,7 @@ class Trainer:
                                  weight_decay=exp.sft.weight_decay,
                                  grad_clip=exp.sft.grad_clip)
     r = exp.rl
+    self.sampling = SamplingSettings(r.temperature, r.top_k, r.top_p)
     self.rl_tx = make_optimizer(r.learning_rate, total_steps=r.steps,
                                 warmup_steps=r.warmup_steps, b2=r.adam_b2, eps=r.adam_eps,
                                 weight_decay=r.weight_decay, grad_clip=r.grad_clip)
@@ -188,9 +200,12 @@ class Trainer:
     """One RL step: rollouts, rewards, (reference / old-policy scoring), updates."""
     r, key = self.exp.rl, jax.random.fold_in(self.run_key, step)
     k_sample, k_prep = jax.random.split(key)
+    knobs = self.sampling
+    temp = jnp.float32(knobs.temperature)  # traced: a new value does not recompile
     t0 = time.perf_counter()
     exs = [self.train_ex[i] for i in self._take(self.rl_iter, step, "rl")]
     prompts = [self.codec.prompt_ids(e.prompt) for e in exs]
+    self.last_prompts = prompts  # this process's prompt ids of the step (for inspection)
     tsallis = self.layout == "tsallis"
     answers = ([self.codec.encode(e.answer) + [self.codec.eos_id] for e in exs]
                if tsallis else None)
@@ -206,7 +221,8 @@ class Trainer:
                    if self.rollout_sharding else self.params)
     out = sampling.generate(
         roll_params, self.cfg, prompts, sharding=self.rollout_sharding, key=k_sample, max_new_tokens=r.max_new_tokens,
-        num_samples=r.group_size, temperature=r.temperature, top_k=r.top_k, top_p=r.top_p,
+        num_samples=r.group_size, temperature=knobs.temperature, top_k=knobs.top_k,
+        top_p=knobs.top_p,
         stop_tokens=() if tsallis else (self.codec.eos_id,), budget=budget,
         pad_id=self.codec.pad_id)
     jax.block_until_ready(out.tokens)
@@ -233,10 +249,10 @@ class Trainer:
       inputs = batch.inputs  # the global batch; `inputs` held this process's rows
     updates = r.epochs * r.minibatches
     if updates > 1 or self.objective.needs_key:
-      old, _ = self.score(self.params, batch)
+      old, _ = self.score(self.params, batch, temp)
       inputs = inputs.replace(old_logp_BT=old if updates > 1 else None, logp_BT=old)
     if self.ref_params is not None:
-      inputs = inputs.replace(ref_logp_BT=self.score(self.ref_params, batch)[0])
+      inputs = inputs.replace(ref_logp_BT=self.score(self.ref_params, batch, temp)[0])
     inputs = self.objective.prepare(inputs, self.ocfg,
                                     k_prep if self.objective.needs_key else None)
     jax.block_until_ready(inputs)  # so time/score is the scoring, not its dispatch
@@ -251,7 +267,8 @@ class Trainer:
                            SeqBatch(batch.tokens_BT, batch.positions_BT, inputs,
                                     batch.sampler_logp_BT))
         sub = D.shard_batch(sub, self.mesh)
-        self.params, self.opt_state, m = self.rl_step(self.params, self.opt_state, sub)
+        self.params, self.opt_state, m = self.rl_step(self.params, self.opt_state, sub,
+                                                      temp)
         metrics = {k: float(v) for k, v in m.items()}
     t4 = time.perf_counter()
     metrics.update(roll.metrics)

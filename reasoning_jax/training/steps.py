@@ -88,10 +88,15 @@ def _guarded_update(params, opt_state, grads, loss, tx: optax.GradientTransforma
   return keep(new_params, params), keep(new_opt, opt_state), gnorm, finite
 
 
-def rl_update(params, opt_state, batch: SeqBatch, *, cfg: rjm.ModelConfig,
-              objective: Objective, objective_cfg: Any, tx: optax.GradientTransformation,
-              micro_batches: int = 1, temperature: float = 1.0, chunk: int = 256):
+def rl_update(params, opt_state, batch: SeqBatch, temperature=None, *,
+              cfg: rjm.ModelConfig, objective: Objective, objective_cfg: Any,
+              tx: optax.GradientTransformation, micro_batches: int = 1,
+              default_temperature: float = 1.0, chunk: int = 256):
   """One optimizer update of `objective` on `batch` (exact micro-batch accumulation).
+
+  `temperature` (the rollouts' sampling temperature, which the policy log-probs
+  refer to) is a traced scalar, so a run that changes it between steps does not
+  recompile; None uses `default_temperature`.
 
   Returns:
     (params, opt_state, metrics): metrics hold the loss, the objective's metrics,
@@ -99,6 +104,7 @@ def rl_update(params, opt_state, batch: SeqBatch, *, cfg: rjm.ModelConfig,
     gap between sampler and trainer log-probabilities on trained tokens.
   """
   group = batch.inputs.group_size or 1
+  temperature = default_temperature if temperature is None else temperature
 
   def fn(p, mb: SeqBatch):
     logp, ent = rjm.token_logprobs(p, cfg, mb.tokens_BT, mb.positions_BT, chunk=chunk,
@@ -119,9 +125,12 @@ def rl_update(params, opt_state, batch: SeqBatch, *, cfg: rjm.ModelConfig,
   return params, opt_state, out
 
 
-def score(params, batch: SeqBatch, *, cfg: rjm.ModelConfig, temperature: float = 1.0,
-          chunk: int = 256) -> tuple[jax.Array, jax.Array]:
-  """Log-probabilities and entropies of the batch's tokens (no gradient)."""
+def score(params, batch: SeqBatch, temperature=None, *, cfg: rjm.ModelConfig,
+          default_temperature: float = 1.0, chunk: int = 256
+          ) -> tuple[jax.Array, jax.Array]:
+  """Log-probabilities and entropies of the batch's tokens (no gradient); the
+  temperature is traced as in `rl_update`."""
+  temperature = default_temperature if temperature is None else temperature
   return rjm.token_logprobs(params, cfg, batch.tokens_BT, batch.positions_BT, chunk=chunk,
                             temperature=temperature)
 
@@ -164,8 +173,9 @@ def jit_steps(cfg: rjm.ModelConfig, tx: optax.GradientTransformation, objective=
   if objective is not None:
     rl = jax.jit(functools.partial(rl_update, cfg=cfg, objective=objective,
                                    objective_cfg=objective_cfg, tx=tx,
-                                   micro_batches=micro_batches, temperature=temperature,
-                                   chunk=chunk),
+                                   micro_batches=micro_batches,
+                                   default_temperature=temperature, chunk=chunk),
                  donate_argnums=(0, 1), **out)
-  sc = jax.jit(functools.partial(score, cfg=cfg, temperature=temperature, chunk=chunk))
+  sc = jax.jit(functools.partial(score, cfg=cfg, default_temperature=temperature,
+                                 chunk=chunk))
   return sft, rl, sc
