@@ -22,7 +22,8 @@ class KVCache:
   """Keys and values of every layer, plus the position held by each slot.
 
   Attributes:
-    k_LBSKH, v_LBSKH: keys (after RoPE) and values.
+    k_LBSKH, v_LBSKH: keys (after RoPE) and values, in storage form (`load` them;
+      bf16 is held as uint16 bits).
     pos_BS: int32 logical position of each slot; -1 for empty or padding slots.
     index: int32 scalar, the next slot to write (all rows write in lockstep).
   """
@@ -37,11 +38,42 @@ class KVCache:
     return self.pos_BS.shape[1]
 
 
+def storage_dtype(dtype) -> jnp.dtype:
+  """The dtype a cache of `dtype` values is stored in: bfloat16 is kept as its uint16
+  bit pattern. XLA:CPU has no bf16 arithmetic, so it wraps every update of a bf16
+  buffer in convert-to-f32 / convert-back over the whole buffer, which turns the
+  in-place per-token write into a copy of every layer's cache. An integer buffer is
+  updated in place; the bitcasts are free (also on TPU and GPU)."""
+  dtype = jnp.dtype(dtype)
+  return jnp.dtype(jnp.uint16) if dtype == jnp.bfloat16 else dtype
+
+
+def store(x: jax.Array) -> jax.Array:
+  """Values in their storage form (bf16 -> uint16 bits; see `storage_dtype`)."""
+  if x.dtype == jnp.bfloat16:
+    return jax.lax.bitcast_convert_type(x, jnp.uint16)
+  return x
+
+
+def value_dtype(stored) -> jnp.dtype:
+  """The value dtype of a buffer stored as `stored` (uint16 -> bfloat16)."""
+  stored = jnp.dtype(stored)
+  return jnp.dtype(jnp.bfloat16) if stored == jnp.uint16 else stored
+
+
+def load(x: jax.Array) -> jax.Array:
+  """Stored values back in their value dtype (uint16 bits -> bf16)."""
+  if x.dtype == jnp.uint16:
+    return jax.lax.bitcast_convert_type(x, jnp.bfloat16)
+  return x
+
+
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> KVCache:
-  """An empty cache of `length` slots for `batch` rows (dtype defaults to cfg.dtype)."""
+  """An empty cache of `length` slots for `batch` rows (dtype defaults to cfg.dtype;
+  a bf16 cache is stored as uint16 bits, see `storage_dtype`)."""
   if batch < 1 or length < 1:
     raise ValueError(f"cache needs batch >= 1 and length >= 1, got {batch}, {length}")
-  dtype = jnp.dtype(dtype or cfg.dtype)
+  dtype = storage_dtype(dtype or cfg.dtype)
   shape = (cfg.n_layers, batch, length, cfg.n_kv_heads, cfg.head_dim)
   return KVCache(k_LBSKH=jnp.zeros(shape, dtype), v_LBSKH=jnp.zeros(shape, dtype),
                  pos_BS=jnp.full((batch, length), -1, jnp.int32),

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from reasoning_jax.model.cache import KVCache
+from reasoning_jax.model.cache import KVCache, load, store, value_dtype
 from reasoning_jax.model.config import ModelConfig
 from reasoning_jax.model.matmul import dense, dense_transposed
 from reasoning_jax.model.params import Params
@@ -189,10 +189,11 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
 
       def write(k, v):
         at = (l, 0, cache.index, 0, 0)
-        new["k"] = lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), at)
-        new["v"] = lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), at)
-        return (lax.dynamic_index_in_dim(new["k"], l, keepdims=False),
-                lax.dynamic_index_in_dim(new["v"], l, keepdims=False))
+        put = lambda buf, x: lax.dynamic_update_slice(  # noqa: E731
+            buf, store(x[None].astype(value_dtype(buf.dtype))), at)
+        new["k"], new["v"] = put(k_all, k), put(v_all, v)
+        return (load(lax.dynamic_index_in_dim(new["k"], l, keepdims=False)),
+                load(lax.dynamic_index_in_dim(new["v"], l, keepdims=False)))
 
       h_BTD = block(h_BTD, p, is_local, write)
       return (h_BTD, new["k"], new["v"], l + 1), None
