@@ -45,9 +45,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _build(trainer_cls, exp, workdir: str, text: str):
   """Construct the trainer; configuration problems exit 2 with the message, no trace."""
+  from reasoning_jax.training.multihost import CoordinatorPortInUse
   try:
     return trainer_cls(exp, workdir, text)
-  except (ValueError, TypeError, FileNotFoundError) as e:
+  except (ValueError, TypeError, FileNotFoundError, CoordinatorPortInUse) as e:
     sys.exit(f"error: {e}")
 
 

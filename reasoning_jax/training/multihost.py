@@ -44,8 +44,12 @@ def launched(env: Mapping[str, str] | None = None) -> bool:
   return bool(env.get(ENV_COORDINATOR))
 
 
+class CoordinatorPortInUse(RuntimeError):
+  """The jax.distributed coordinator port is already taken (the message names it)."""
+
+
 def check_port_free(address: str) -> None:
-  """Raise a RuntimeError naming `host:port` when the coordinator port is taken.
+  """Raise `CoordinatorPortInUse` naming `host:port` when the port is taken.
 
   jax's coordinator binds `[::]:port`; if something already listens there, jax fails
   deep inside gRPC (or, worse, the other processes connect to the wrong server and wait
@@ -65,7 +69,7 @@ def check_port_free(address: str) -> None:
       s.bind((bind_host, port_n))
     except OSError as e:
       if e.errno in (errno.EADDRINUSE, errno.EACCES):
-        raise RuntimeError(
+        raise CoordinatorPortInUse(
             f"coordinator port {host}:{port_n} is already in use (another run, or a "
             f"process that has not exited yet); pick another port, e.g. "
             f"`reasoning-jax launch --port 0` chooses a free one") from None

@@ -241,5 +241,6 @@ def test_coordinator_port_in_use_is_named(tmp_path):
          "train", "--workdir", str(tmp_path / "w")],
         env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert r.returncode != 0
-  assert f"coordinator port 127.0.0.1:{port} is already in use" in r.stderr
+  assert f"error: coordinator port 127.0.0.1:{port} is already in use" in r.stderr
+  assert "Traceback" not in r.stderr  # a clear message, not a stack trace
   assert "FAILED: process 0 exited with code 1" in r.stderr
