@@ -50,7 +50,7 @@ METHODS = {
 def _cli(args: list[str], log: str) -> str:
   """Run `reasoning-jax ARGS` in a subprocess; returns stdout, raises with the log."""
   with open(log, "w") as f:
-    p = subprocess.run([sys.executable, os.path.join(HERE, "train_entry.py"), *args],
+    p = subprocess.run([sys.executable, "-m", "reasoning_jax.cli", *args],
                        stdout=subprocess.PIPE, stderr=f, text=True)
   if p.returncode:
     raise RuntimeError(f"reasoning-jax {args[0]} failed (rc {p.returncode}); see {log}")
