@@ -21,10 +21,13 @@ F32 = jnp.float32
 
 
 def _chunk_stats(params: Params, cfg: ModelConfig, h_BKD: jax.Array, tgt_BK: jax.Array,
-                 temperature: jax.Array) -> tuple[jax.Array, jax.Array]:
+                 temperature: jax.Array, with_entropy: bool
+                 ) -> tuple[jax.Array, jax.Array | None]:
   logits = logits_from_hidden(params, h_BKD, cfg) / temperature
   logz = jax.nn.logsumexp(logits, axis=-1)
   tgt = jnp.take_along_axis(logits, tgt_BK[..., None], axis=-1)[..., 0]
+  if not with_entropy:  # a second pass of exp over B x K x V: skipped when unused
+    return tgt - logz, None
   p = jnp.exp(logits - logz[..., None])
   entropy = logz - jnp.sum(p * logits, axis=-1)
   return tgt - logz, entropy
@@ -32,8 +35,8 @@ def _chunk_stats(params: Params, cfg: ModelConfig, h_BKD: jax.Array, tgt_BK: jax
 
 def token_logprobs(params: Params, cfg: ModelConfig, tokens_BT: jax.Array,
                    positions_BT: jax.Array, *, chunk: int = 256,
-                   temperature: float | jax.Array = 1.0
-                   ) -> tuple[jax.Array, jax.Array]:
+                   temperature: float | jax.Array = 1.0, with_entropy: bool = True
+                   ) -> tuple[jax.Array, jax.Array | None]:
   """Per-token log-probabilities and entropies under the model, float32 `[B, T]`.
 
   Entry t is `log p(tokens[t] | tokens[<t])` (and the entropy of that distribution);
@@ -47,6 +50,8 @@ def token_logprobs(params: Params, cfg: ModelConfig, tokens_BT: jax.Array,
     positions_BT: int32 positions, negative on left padding (see `forward_hidden`).
     chunk: positions per logits chunk; `chunk >= T` computes everything at once.
     temperature: sampling temperature the log-probabilities refer to.
+    with_entropy: also return the entropies; False returns None in their place and
+      saves a pass over the logits (SFT needs only the log-probabilities).
   """
   B, T = tokens_BT.shape
   h, _ = forward_hidden(params, tokens_BT, positions_BT, cfg)
@@ -60,9 +65,10 @@ def token_logprobs(params: Params, cfg: ModelConfig, tokens_BT: jax.Array,
   h_CBKD = h.reshape(B, c, k, -1).swapaxes(0, 1)
   tgt_CBK = tgt.reshape(B, c, k).swapaxes(0, 1)
   temperature = jnp.asarray(temperature, F32)
-  fn = jax.checkpoint(lambda hc, tc: _chunk_stats(params, cfg, hc, tc, temperature))
+  fn = jax.checkpoint(lambda hc, tc: _chunk_stats(params, cfg, hc, tc, temperature,
+                                                  with_entropy))
   logp_CBK, ent_CBK = jax.lax.map(lambda xs: fn(*xs), (h_CBKD, tgt_CBK))
-  logp = logp_CBK.swapaxes(0, 1).reshape(B, c * k)[:, :n]
-  ent = ent_CBK.swapaxes(0, 1).reshape(B, c * k)[:, :n]
   zero = jnp.zeros((B, 1), F32)
-  return jnp.concatenate([zero, logp], axis=1), jnp.concatenate([zero, ent], axis=1)
+  unchunk = lambda x_CBK: jnp.concatenate(  # noqa: E731
+      [zero, x_CBK.swapaxes(0, 1).reshape(B, c * k)[:, :n]], axis=1)
+  return unchunk(logp_CBK), (unchunk(ent_CBK) if with_entropy else None)

@@ -139,7 +139,8 @@ def sft_update(params, opt_state, tokens_BT, positions_BT, mask_BT, *,
                cfg: rjm.ModelConfig, tx: optax.GradientTransformation, chunk: int = 256):
   """One token-NLL step on `mask_BT` tokens (token-mean); returns metrics too."""
   def loss_fn(p):
-    logp, _ = rjm.token_logprobs(p, cfg, tokens_BT, positions_BT, chunk=chunk)
+    logp, _ = rjm.token_logprobs(p, cfg, tokens_BT, positions_BT, chunk=chunk,
+                                 with_entropy=False)
     m = mask_BT.astype(jnp.float32)
     return -jnp.sum(logp * m) / jnp.maximum(jnp.sum(m), 1.0)
 

@@ -22,6 +22,10 @@ def test_chunked_logprobs_equal_full_log_softmax(chunk):
   assert logp.shape == (3, 13) and np.all(np.asarray(logp[:, 0]) == 0)
   np.testing.assert_allclose(logp[:, 1:], want, atol=1e-5, rtol=0)
   np.testing.assert_allclose(ent[:, 1:], want_ent, atol=1e-5, rtol=0)
+  only, none = rjm.token_logprobs(params, cfg, tokens, pos, chunk=chunk, temperature=0.7,
+                                  with_entropy=False)
+  assert none is None
+  np.testing.assert_allclose(only, logp, atol=1e-6, rtol=0)
 
 
 def test_chunked_gradient_equals_full_gradient():
