@@ -21,10 +21,9 @@ import sys
 import time
 
 
-def evals(workdir: str) -> list[dict]:
-  """The eval rows of a run's metrics.jsonl, in step order."""
-  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
-  return [r for r in rows if "eval/accuracy" in r]
+def rows(workdir: str) -> list[dict]:
+  """A run's metrics.jsonl rows, in step order."""
+  return [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
 
 
 def main() -> None:
@@ -48,12 +47,12 @@ def main() -> None:
                     "--gin_param", "RunConfig.progress = False", *extra, "--workdir", wd],
                    check=True, stdout=subprocess.DEVNULL)
     wall = time.time() - t
-    e = evals(wd)
+    rs = rows(wd)
+    e = [r for r in rs if "eval/accuracy" in r]
     w, f = e[0], e[-1]
     gain = f["eval/accuracy"] - w["eval/accuracy"]
     gains.append(gain)
-    rows = [json.loads(l) for l in open(os.path.join(wd, "metrics.jsonl"))]
-    step_s = statistics.median(r["time/step"] for r in rows if "time/step" in r)
+    step_s = statistics.median(r["time/step"] for r in rs if "time/step" in r)
     print(f"| {seed} | {wall:.0f} | {step_s:.3f} | {w['eval/accuracy']:.3f} | {f['eval/accuracy']:.3f} | "
           f"{gain:+.3f} | {w['eval/greedy_accuracy']:.3f} | {f['eval/greedy_accuracy']:.3f} "
           f"| {w['eval/maj@4']:.3f} | {f['eval/maj@4']:.3f} |", flush=True)

@@ -38,34 +38,35 @@ class KVCache:
     return self.pos_BS.shape[1]
 
 
+# Value dtype -> the dtype its cache is stored in. bfloat16 is kept as its uint16 bit
+# pattern: XLA:CPU has no bf16 arithmetic, so it wraps every update of a bf16 buffer in
+# convert-to-f32 / convert-back over the whole buffer, which turns the in-place
+# per-token write into a copy of every layer's cache. An integer buffer is updated in
+# place; the bitcasts are free (also on TPU and GPU).
+_STORED = {jnp.dtype(jnp.bfloat16): jnp.dtype(jnp.uint16)}
+_VALUE = {v: k for k, v in _STORED.items()}
+
+
 def storage_dtype(dtype) -> jnp.dtype:
-  """The dtype a cache of `dtype` values is stored in: bfloat16 is kept as its uint16
-  bit pattern. XLA:CPU has no bf16 arithmetic, so it wraps every update of a bf16
-  buffer in convert-to-f32 / convert-back over the whole buffer, which turns the
-  in-place per-token write into a copy of every layer's cache. An integer buffer is
-  updated in place; the bitcasts are free (also on TPU and GPU)."""
-  dtype = jnp.dtype(dtype)
-  return jnp.dtype(jnp.uint16) if dtype == jnp.bfloat16 else dtype
-
-
-def store(x: jax.Array) -> jax.Array:
-  """Values in their storage form (bf16 -> uint16 bits; see `storage_dtype`)."""
-  if x.dtype == jnp.bfloat16:
-    return jax.lax.bitcast_convert_type(x, jnp.uint16)
-  return x
+  """The dtype a cache of `dtype` values is stored in (bfloat16 -> uint16)."""
+  return _STORED.get(jnp.dtype(dtype), jnp.dtype(dtype))
 
 
 def value_dtype(stored) -> jnp.dtype:
   """The value dtype of a buffer stored as `stored` (uint16 -> bfloat16)."""
-  stored = jnp.dtype(stored)
-  return jnp.dtype(jnp.bfloat16) if stored == jnp.uint16 else stored
+  return _VALUE.get(jnp.dtype(stored), jnp.dtype(stored))
+
+
+def store(x: jax.Array) -> jax.Array:
+  """Values in their storage form (see `storage_dtype`)."""
+  to = storage_dtype(x.dtype)
+  return x if to == x.dtype else jax.lax.bitcast_convert_type(x, to)
 
 
 def load(x: jax.Array) -> jax.Array:
-  """Stored values back in their value dtype (uint16 bits -> bf16)."""
-  if x.dtype == jnp.uint16:
-    return jax.lax.bitcast_convert_type(x, jnp.bfloat16)
-  return x
+  """Stored values back in their value dtype (see `value_dtype`)."""
+  to = value_dtype(x.dtype)
+  return x if to == x.dtype else jax.lax.bitcast_convert_type(x, to)
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> KVCache:

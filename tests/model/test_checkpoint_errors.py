@@ -70,22 +70,24 @@ def test_sharded_index_with_a_missing_shard(ckpt):
     rjm.load_hf_checkpoint(path)
 
 
-def test_unknown_model_type(ckpt):
-  path, _ = ckpt
+def _edit_config(path, **fields):
+  """Overwrite fields of the checkpoint's config.json."""
   cfg_path = os.path.join(path, "config.json")
   d = json.load(open(cfg_path))
-  d["model_type"] = "mamba"
+  d.update(fields)
   json.dump(d, open(cfg_path, "w"))
+
+
+def test_unknown_model_type(ckpt):
+  path, _ = ckpt
+  _edit_config(path, model_type="mamba")
   with pytest.raises(ValueError, match="unknown model_type 'mamba'"):
     rjm.load_hf_checkpoint(path)
 
 
 def test_shapes_that_do_not_match_the_config(ckpt):
   path, _ = ckpt
-  cfg_path = os.path.join(path, "config.json")
-  d = json.load(open(cfg_path))
-  d["intermediate_size"] = 40
-  json.dump(d, open(cfg_path, "w"))
+  _edit_config(path, intermediate_size=40)
   with pytest.raises(ValueError, match=r"w_gate.*got \(2, 16, 24\), config says "
                                        r"\(2, 16, 40\)"):
     rjm.load_hf_checkpoint(path)
