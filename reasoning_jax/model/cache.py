@@ -4,7 +4,7 @@ Every slot carries the logical position of the token written there; -1 marks an 
 slot or a padding token. Attention masks come from these positions alone, so left
 padding, ragged prompts and shared group prefixes need no separate mask arrays.
 
-Shape key: L layers, B batch, S cache length, K kv heads, H head dim.
+Shape key: L layers, B batch, K kv heads, S cache length, H head dim.
 """
 from __future__ import annotations
 
@@ -22,13 +22,16 @@ class KVCache:
   """Keys and values of every layer, plus the position held by each slot.
 
   Attributes:
-    k_LBSKH, v_LBSKH: keys (after RoPE) and values, in storage form (`load` them;
-      bf16 is held as uint16 bits).
+    k_LBKSH, v_LBKSH: keys (after RoPE) and values, in storage form (`load` them;
+      bf16 is held as uint16 bits). Slots are the second-minor axis so that a
+      layer's `[B, K, S, H]` slice is attention's batched-matmul layout as stored;
+      with slots outside the heads, XLA:CPU copied a transposed cache every layer
+      and step (~20% of a batch-64 decode step, docs/benchmarks.md).
     pos_BS: int32 logical position of each slot; -1 for empty or padding slots.
     index: int32 scalar, the next slot to write (all rows write in lockstep).
   """
-  k_LBSKH: jax.Array
-  v_LBSKH: jax.Array
+  k_LBKSH: jax.Array
+  v_LBKSH: jax.Array
   pos_BS: jax.Array
   index: jax.Array
 
@@ -75,26 +78,26 @@ def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> KVCache
   if batch < 1 or length < 1:
     raise ValueError(f"cache needs batch >= 1 and length >= 1, got {batch}, {length}")
   dtype = storage_dtype(dtype or cfg.dtype)
-  shape = (cfg.n_layers, batch, length, cfg.n_kv_heads, cfg.head_dim)
-  return KVCache(k_LBSKH=jnp.zeros(shape, dtype), v_LBSKH=jnp.zeros(shape, dtype),
+  shape = (cfg.n_layers, batch, cfg.n_kv_heads, length, cfg.head_dim)
+  return KVCache(k_LBKSH=jnp.zeros(shape, dtype), v_LBKSH=jnp.zeros(shape, dtype),
                  pos_BS=jnp.full((batch, length), -1, jnp.int32),
                  index=jnp.zeros((), jnp.int32))
 
 
 def repeat_cache(cache: KVCache, n: int) -> KVCache:
   """Each row repeated `n` times in a row (a prompt's prefix shared by its n samples)."""
-  return KVCache(k_LBSKH=jnp.repeat(cache.k_LBSKH, n, axis=1),
-                 v_LBSKH=jnp.repeat(cache.v_LBSKH, n, axis=1),
+  return KVCache(k_LBKSH=jnp.repeat(cache.k_LBKSH, n, axis=1),
+                 v_LBKSH=jnp.repeat(cache.v_LBKSH, n, axis=1),
                  pos_BS=jnp.repeat(cache.pos_BS, n, axis=0), index=cache.index)
 
 
 def cache_shardings(cfg: ModelConfig, mesh, rules, batch: int, length: int) -> KVCache:
   """A KVCache of NamedShardings: rows over the batch axes, kv heads over tensor."""
   from reasoning_jax.sharding import named_sharding, replicated
-  kv = named_sharding("KV cache", (cfg.n_layers, batch, length, cfg.n_kv_heads,
+  kv = named_sharding("KV cache", (cfg.n_layers, batch, cfg.n_kv_heads, length,
                                    cfg.head_dim),
-                      ("layers", "batch", "cache_seq", "kv_heads", "head_dim"), mesh, rules)
-  return KVCache(k_LBSKH=kv, v_LBSKH=kv,
+                      ("layers", "batch", "kv_heads", "cache_seq", "head_dim"), mesh, rules)
+  return KVCache(k_LBKSH=kv, v_LBKSH=kv,
                  pos_BS=named_sharding("cache positions", (batch, length),
                                        ("batch", "cache_seq"), mesh, rules),
                  index=replicated(mesh))

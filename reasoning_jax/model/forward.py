@@ -59,19 +59,23 @@ def apply_rope(x_BTnH: jax.Array, cos_BTH: jax.Array, sin_BTH: jax.Array) -> jax
   return out.astype(x_BTnH.dtype)
 
 
-def attention(q_BTNH, k_BSKH, v_BSKH, mask_BTS, cfg: ModelConfig) -> jax.Array:
-  """Grouped-query attention with optional soft cap; softmax in float32."""
+def attention(q_BTNH, k_BKSH, v_BKSH, mask_BTS, cfg: ModelConfig) -> jax.Array:
+  """Grouped-query attention with optional soft cap; softmax in float32. Keys and
+  values come heads-major (`[B, K, S, H]`, the KV cache's layout)."""
   B, T, N, H = q_BTNH.shape
-  K = k_BSKH.shape[2]
+  K = k_BKSH.shape[1]
   q = q_BTNH.reshape(B, T, K, N // K, H)
-  s_BKGTS = jnp.einsum("btkgh,bskh->bkgts", q, k_BSKH, preferred_element_type=F32)
+  s_BKGTS = jnp.einsum("btkgh,bksh->bkgts", q, k_BKSH, preferred_element_type=F32)
   s_BKGTS = s_BKGTS * cfg.query_scale
   if cfg.attn_softcap:
     s_BKGTS = jnp.tanh(s_BKGTS / cfg.attn_softcap) * cfg.attn_softcap
   s_BKGTS = jnp.where(mask_BTS[:, None, None], s_BKGTS, _MASKED)
-  p_BKGTS = jax.nn.softmax(s_BKGTS, axis=-1).astype(v_BSKH.dtype)
-  o = jnp.einsum("bkgts,bskh->btkgh", p_BKGTS, v_BSKH, preferred_element_type=F32)
-  return o.reshape(B, T, N, H).astype(q_BTNH.dtype)
+  p_BKGTS = jax.nn.softmax(s_BKGTS, axis=-1).astype(v_BKSH.dtype)
+  # Output in the batched-matmul layout ([b, k] batch, [g t, h] rows x cols), then
+  # transposed (small): asking for "btkgh" directly made XLA:CPU emit a bf16 dot with
+  # a transposed operand that its runtime cannot execute.
+  o = jnp.einsum("bkgts,bksh->bkgth", p_BKGTS, v_BKSH, preferred_element_type=F32)
+  return o.transpose(0, 3, 1, 2, 4).reshape(B, T, N, H).astype(q_BTNH.dtype)
 
 
 def _mlp(x_BTD: jax.Array, p: Params, cfg: ModelConfig) -> jax.Array:
@@ -144,8 +148,9 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
   flags_L = jnp.asarray(cfg.local_flags)
 
   def block(h_BTD, p, is_local, kv_fn):
-    """One layer; `kv_fn(k, v) -> (keys, values)` attends within the tokens (no
-    cache) or writes them into the cache and returns the layer's cached keys/values."""
+    """One layer; `kv_fn(k_BTKH, v_BTKH) -> (keys, values)` `[B, K, S, H]` attends
+    within the tokens (no cache) or writes them into the cache and returns the layer's
+    cached keys/values."""
     with jax.named_scope("attention"):
       x = rms_norm(h_BTD, p["attn_norm"], cfg)
       q = dense(x, p["wq"], 1, p.get("bq"))
@@ -175,8 +180,8 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       return h_BTD + y
 
   if cache is None:
-    body = _remat(lambda c, xs: (block(c, xs[0], xs[1], lambda k, v: (k, v)), None),
-                  cfg.remat)
+    heads_major = lambda k, v: (k.swapaxes(1, 2), v.swapaxes(1, 2))  # noqa: E731
+    body = _remat(lambda c, xs: (block(c, xs[0], xs[1], heads_major), None), cfg.remat)
     h, _ = lax.scan(body, h, (params["layers"], flags_L))
   else:
     # The whole cache rides in the scan carry and each layer updates its own slice in
@@ -185,12 +190,13 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
     def layer(carry, xs):
       h_BTD, k_all, v_all, l = carry
       p, is_local = xs
+      p = jax.tree.map(load, p)  # weights may arrive as stored bits (`decode_params`)
       new = {}
 
       def write(k, v):
-        at = (l, 0, cache.index, 0, 0)
+        at = (l, 0, 0, cache.index, 0)
         put = lambda buf, x: lax.dynamic_update_slice(  # noqa: E731
-            buf, store(x[None].astype(value_dtype(buf.dtype))), at)
+            buf, store(x.swapaxes(1, 2)[None].astype(value_dtype(buf.dtype))), at)
         new["k"], new["v"] = put(k_all, k), put(v_all, v)
         return (load(lax.dynamic_index_in_dim(new["k"], l, keepdims=False)),
                 load(lax.dynamic_index_in_dim(new["v"], l, keepdims=False)))
@@ -199,12 +205,30 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       return (h_BTD, new["k"], new["v"], l + 1), None
 
     (h, k_all, v_all, _), _ = lax.scan(
-        layer, (h, cache.k_LBSKH, cache.v_LBSKH, jnp.zeros((), jnp.int32)),
+        layer, (h, cache.k_LBKSH, cache.v_LBKSH, jnp.zeros((), jnp.int32)),
         (params["layers"], flags_L))
-    cache = KVCache(k_LBSKH=k_all, v_LBSKH=v_all, pos_BS=k_pos_BS,
+    cache = KVCache(k_LBKSH=k_all, v_LBKSH=v_all, pos_BS=k_pos_BS,
                     index=cache.index + tokens_BT.shape[1])
   h = rms_norm(h, params["final_norm"], cfg)
   return h, cache
+
+
+def decode_params(params: Params, cfg: ModelConfig) -> Params:
+  """The params as the cached forward reads them fastest: in the compute dtype, with
+  the stacked layer weights held as their storage bits (bf16 as uint16, see
+  `cache.storage_dtype`).
+
+  Why: when a scan slices a stacked bf16 weight and feeds the slice to a matmul,
+  XLA:CPU's float normalisation converts the whole stack to float32 (hoisted out of
+  the decode loop) and converts every slice back each step, so each step moves
+  several times the weight bytes. An integer stack is sliced as-is and bitcast back
+  per layer (batch-1 decode went from 24% to 33% of the bandwidth bound,
+  docs/benchmarks.md); the bitcast of the stack costs one copy per call. The cached
+  forward (`forward_hidden` with a cache) accepts either form; its results are
+  bit-identical.
+  """
+  params = jax.tree.map(lambda x: x.astype(cfg.dtype), params)
+  return dict(params, layers=jax.tree.map(store, params["layers"]))
 
 
 def logits_from_hidden(params: Params, h_BTD: jax.Array, cfg: ModelConfig) -> jax.Array:

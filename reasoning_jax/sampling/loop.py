@@ -63,9 +63,9 @@ class RowInfo:
 def _grow_cache(cache: rjm.KVCache, group: int, extra: int) -> rjm.KVCache:
   """Repeat each prompt's rows `group` times and append `extra` empty slots."""
   cache = rjm.repeat_cache(cache, group) if group > 1 else cache
-  kv_pad = ((0, 0), (0, 0), (0, extra), (0, 0), (0, 0))
-  return rjm.KVCache(k_LBSKH=jnp.pad(cache.k_LBSKH, kv_pad),
-                     v_LBSKH=jnp.pad(cache.v_LBSKH, kv_pad),
+  kv_pad = ((0, 0), (0, 0), (0, 0), (0, extra), (0, 0))
+  return rjm.KVCache(k_LBKSH=jnp.pad(cache.k_LBKSH, kv_pad),
+                     v_LBKSH=jnp.pad(cache.v_LBKSH, kv_pad),
                      pos_BS=jnp.pad(cache.pos_BS, ((0, 0), (0, extra)), constant_values=-1),
                      index=cache.index)
 
@@ -164,8 +164,9 @@ def sample_program(params, tokens_BP: jax.Array, positions_BP: jax.Array,
   R = B * group
   hold = constrain or (lambda x, _: x)
   # Float32 master weights with bf16 compute: cast once per call, before the loop, so
-  # every decode step reads bf16 weights (half the bytes) instead of casting per use.
-  params = jax.tree.map(lambda x: x.astype(cfg.dtype), params)
+  # every decode step reads bf16 weights (half the bytes) instead of casting per use;
+  # layer weights travel as bits so XLA cannot re-convert them per step.
+  params = rjm.decode_params(params, cfg)
   with jax.named_scope("prefill"):
     cache = hold(rjm.init_cache(cfg, B, P), "cache")
     h_BPD, cache = rjm.forward_hidden(params, tokens_BP, positions_BP, cfg, cache)

@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 from reasoning_jax import model as rjm
 from reasoning_jax.sharding import ROLLOUT_RULES, ShardingRules, named_sharding, replicated
 
-_CACHE_AXES = ("layers", "batch", "cache_seq", "kv_heads", "head_dim")
+_CACHE_AXES = ("layers", "batch", "kv_heads", "cache_seq", "head_dim")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,10 +66,10 @@ class RolloutSharding:
     """Sharding constraints on a KVCache ("cache") or on any pytree of per-row arrays
     ("rows"; a KVCache inside it is handled as a cache, scalars are replicated)."""
     def cache(c: rjm.KVCache) -> rjm.KVCache:
-      kv = named_sharding("KV cache", c.k_LBSKH.shape, _CACHE_AXES, self.mesh, self.rules)
+      kv = named_sharding("KV cache", c.k_LBKSH.shape, _CACHE_AXES, self.mesh, self.rules)
       pos = self._rows("cache positions", c.pos_BS.shape)
-      return rjm.KVCache(k_LBSKH=jax.lax.with_sharding_constraint(c.k_LBSKH, kv),
-                         v_LBSKH=jax.lax.with_sharding_constraint(c.v_LBSKH, kv),
+      return rjm.KVCache(k_LBKSH=jax.lax.with_sharding_constraint(c.k_LBKSH, kv),
+                         v_LBKSH=jax.lax.with_sharding_constraint(c.v_LBKSH, kv),
                          pos_BS=jax.lax.with_sharding_constraint(c.pos_BS, pos),
                          index=c.index)
 

@@ -115,6 +115,29 @@ def test_bfloat16_params_close_to_float32():
   assert np.abs(np.asarray(l16) - l32).max() < 0.05 * np.abs(l32).max()
 
 
+@pytest.mark.parametrize("param_dtype", [None, "float32"])
+def test_decode_params_are_bit_identical(param_dtype):
+  """`decode_params` (compute dtype, layer weights as uint16 bits) changes nothing in
+  the cached forward's results, with bf16 weights and with float32 master weights."""
+  cfg = MIXED.replace(dtype="bfloat16", param_dtype=param_dtype)
+  params = jax.tree.map(lambda x: x.astype(cfg.weight_dtype), _params(MIXED))
+  fast = rjm.decode_params(params, cfg)
+  assert fast["layers"]["wq"].dtype == jnp.uint16
+  assert fast["embed"].dtype == jnp.bfloat16
+  cast = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
+  tokens = jax.random.randint(jax.random.key(3), (2, 6), 0, cfg.vocab_size)
+  pos = jnp.broadcast_to(jnp.arange(6, dtype=jnp.int32)[None], (2, 6))
+  step = jax.jit(rjm.forward, static_argnums=3)
+  outs = []
+  for p in (cast, fast):
+    cache = rjm.init_cache(cfg, batch=2, length=8)
+    prefill, cache = step(p, tokens[:, :5], pos[:, :5], cfg, cache)
+    decode, _ = step(p, tokens[:, 5:], pos[:, 5:], cfg, cache)
+    outs.append(np.concatenate([prefill, decode], axis=1))
+  np.testing.assert_array_equal(outs[0], outs[1])
+  assert np.abs(outs[0]).max() > 0
+
+
 def test_compute_logits_rejects_bad_tokens():
   cfg = rjm.preset("tiny")
   params = rjm.init_params(cfg, jax.random.key(0))

@@ -125,9 +125,9 @@ def test_bf16_cache_is_stored_as_bits_and_reads_back_exactly():
   tokens = jax.random.randint(jax.random.key(1), (2, 7), 0, 40)
   positions = jnp.broadcast_to(jnp.arange(7), (2, 7))
   cache = rjm.init_cache(cfg, 2, 12)
-  assert cache.k_LBSKH.dtype == jnp.uint16
+  assert cache.k_LBKSH.dtype == jnp.uint16
   pre, cache = rjm.forward(params, tokens[:, :6], positions[:, :6], cfg, cache)
-  assert cache.k_LBSKH.dtype == jnp.uint16
+  assert cache.k_LBKSH.dtype == jnp.uint16
   full, _ = rjm.forward(params, tokens, positions, cfg)
   np.testing.assert_array_equal(np.asarray(pre), np.asarray(full[:, :6]))
   step, _ = rjm.forward(params, tokens[:, 6:], positions[:, 6:], cfg, cache)
