@@ -4,14 +4,19 @@ The full `[B, T, V]` logits of a training batch are the usual out-of-memory caus
 RL trainers (vocabularies of 150K-260K). Here the final hidden states are cut into
 chunks of `chunk` positions; each chunk's logits are formed, reduced to the target
 token's log-probability (and the entropy), and dropped. With `jax.checkpoint` on the
-chunk function, the backward pass recomputes one chunk's logits at a time too.
+chunk function, the backward pass recomputes one chunk's logits at a time too; a single
+chunk keeps its logits instead. The log-softmax statistics have a hand-written
+backward pass (one fused pass over the chunk's logits).
 
 Shape key: B batch, T tokens, C chunks, K chunk length, D model, V vocab.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from reasoning_jax.model.config import ModelConfig
 from reasoning_jax.model.forward import forward_hidden, logits_from_hidden
@@ -20,17 +25,47 @@ from reasoning_jax.model.params import Params
 F32 = jnp.float32
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _softmax_stats(logits, tgt, inv_temp, with_entropy: bool):
+  """(log p(tgt), entropy) of softmax(logits * inv_temp) along the last axis."""
+  out, _ = _softmax_stats_fwd(logits, tgt, inv_temp, with_entropy)
+  return out
+
+
+def _softmax_stats_fwd(logits, tgt, inv_temp, with_entropy):
+  z = logits * inv_temp
+  logz = jax.nn.logsumexp(z, axis=-1)
+  logp = jnp.take_along_axis(z, tgt[..., None], axis=-1)[..., 0] - logz
+  ent = None
+  if with_entropy:  # a second pass of exp over the chunk: skipped when unused
+    ent = logz - jnp.sum(jnp.exp(z - logz[..., None]) * z, axis=-1)
+  return (logp, ent), (logits, tgt, inv_temp, logz, ent)
+
+
+def _softmax_stats_bwd(with_entropy, res, g):
+  # One fused pass over the chunk instead of autodiff's several (exp again, a
+  # zero-filled scatter for the gather, the entropy's product rule):
+  #   d logp / dz = onehot(tgt) - p,   d H / dz = -p (log p + H).
+  logits, tgt, inv_temp, logz, ent = res
+  g_lp, g_ent = g
+  z = logits * inv_temp
+  logp_all = z - logz[..., None]
+  p = jnp.exp(logp_all)
+  onehot = lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1) == tgt[..., None]
+  dz = g_lp[..., None] * (onehot.astype(F32) - p)
+  if with_entropy:
+    dz = dz - g_ent[..., None] * p * (logp_all + ent[..., None])
+  return dz * inv_temp, None, None  # no gradient for targets or the temperature
+
+
+_softmax_stats.defvjp(_softmax_stats_fwd, _softmax_stats_bwd)
+
+
 def _chunk_stats(params: Params, cfg: ModelConfig, h_BKD: jax.Array, tgt_BK: jax.Array,
                  temperature: jax.Array, with_entropy: bool
                  ) -> tuple[jax.Array, jax.Array | None]:
-  logits = logits_from_hidden(params, h_BKD, cfg) / temperature
-  logz = jax.nn.logsumexp(logits, axis=-1)
-  tgt = jnp.take_along_axis(logits, tgt_BK[..., None], axis=-1)[..., 0]
-  if not with_entropy:  # a second pass of exp over B x K x V: skipped when unused
-    return tgt - logz, None
-  p = jnp.exp(logits - logz[..., None])
-  entropy = logz - jnp.sum(p * logits, axis=-1)
-  return tgt - logz, entropy
+  logits = logits_from_hidden(params, h_BKD, cfg)
+  return _softmax_stats(logits, tgt_BK, 1.0 / temperature, with_entropy)
 
 
 def token_logprobs(params: Params, cfg: ModelConfig, tokens_BT: jax.Array,
@@ -65,9 +100,15 @@ def token_logprobs(params: Params, cfg: ModelConfig, tokens_BT: jax.Array,
   h_CBKD = h.reshape(B, c, k, -1).swapaxes(0, 1)
   tgt_CBK = tgt.reshape(B, c, k).swapaxes(0, 1)
   temperature = jnp.asarray(temperature, F32)
-  fn = jax.checkpoint(lambda hc, tc: _chunk_stats(params, cfg, hc, tc, temperature,
-                                                  with_entropy))
-  logp_CBK, ent_CBK = jax.lax.map(lambda xs: fn(*xs), (h_CBKD, tgt_CBK))
+  fn = lambda hc, tc: _chunk_stats(params, cfg, hc, tc, temperature,  # noqa: E731
+                                   with_entropy)
+  if c == 1:
+    # One chunk: keep its logits for the backward pass instead of recomputing them
+    # (chunk >= T asks for everything at once; saves a vocabulary GEMM and a pass).
+    logp_CBK, ent_CBK = jax.tree.map(lambda x: x[None], fn(h_CBKD[0], tgt_CBK[0]))
+  else:
+    fn = jax.checkpoint(fn)
+    logp_CBK, ent_CBK = jax.lax.map(lambda xs: fn(*xs), (h_CBKD, tgt_CBK))
   zero = jnp.zeros((B, 1), F32)
   unchunk = lambda x_CBK: jnp.concatenate(  # noqa: E731
       [zero, x_CBK.swapaxes(0, 1).reshape(B, c * k)[:, :n]], axis=1)

@@ -156,7 +156,8 @@ class RunConfig:
   environment says this is one worker of a multi-host TPU, "on" always, "off" never
   (see `training.distributed.maybe_initialize`). `compilation_cache`: the persistent
   XLA compilation cache directory ("" turns it off; an already-configured JAX cache
-  wins; see `training.compile_cache`).
+  wins; see `training.compile_cache`). `compile_ahead`: compile an RL step's scoring
+  and update programs in a background thread while it samples (single process).
   """
   seed: int = 0
   checkpoint_every: int = 25
@@ -171,6 +172,7 @@ class RunConfig:
   reward_timeout: float = 5.0
   distributed: str = "auto"
   compilation_cache: str = "~/.cache/reasoning_jax/xla"
+  compile_ahead: bool = True
 
 
 @gin.configurable(module="rj")

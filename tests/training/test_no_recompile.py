@@ -1,4 +1,7 @@
-"""A second RL step with other sampling settings and other prompts compiles nothing."""
+"""A second RL step with other sampling settings and other prompts compiles nothing;
+the first step compiles its scoring and update programs ahead, in the background."""
+import threading
+
 import jax
 import numpy as np
 
@@ -7,9 +10,16 @@ from reasoning_jax.training.loop import SamplingSettings, Trainer
 
 _COMPILE = "/jax/core/compile/jaxpr_to_mlir_module_duration"
 _lowered: list[str] = []
-jax.monitoring.register_event_duration_secs_listener(
-    lambda event, _secs, **kw: _lowered.append(kw.get("fun_name", ""))
-    if event == _COMPILE else None)
+_threads: list[tuple[str, str]] = []  # (program, thread that lowered it)
+
+
+def _listen(event, _secs, **kw):
+  if event == _COMPILE:
+    _lowered.append(kw.get("fun_name", ""))
+    _threads.append((kw.get("fun_name", ""), threading.current_thread().name))
+
+
+jax.monitoring.register_event_duration_secs_listener(_listen)
 
 TINY = (("d_model", 32), ("n_layers", 1), ("n_heads", 2), ("n_kv_heads", 1),
         ("head_dim", 16), ("ffw_dim", 64), ("max_seq_len", 64))
@@ -63,3 +73,20 @@ def test_garl_step_does_not_recompile(tmp_path):
   """GARL's layout (rationale under a budget, teacher-forced answer) with one update
   per step, where the sampler-vs-trainer gap also proves the traced temperature."""
   _check(_trainer(tmp_path, "garl"))
+
+
+def test_first_step_compiles_update_and_scoring_ahead_once(tmp_path):
+  """The update and scoring programs are lowered exactly once in the first step, on
+  the compile-ahead threads (so the step's own calls found them in jit's cache)."""
+  t = _trainer(tmp_path, "grpo", objective_overrides=(("kl_coef", 0.04),))
+  try:
+    start = len(_threads)
+    t.rl(0)
+    seen = _threads[start:]
+  finally:
+    t.runner.close()
+    t.ckpt.close()
+    t.writer.close()
+  for name, thread in (("rl_update", "compile-ahead-update"),
+                       ("score", "compile-ahead-scoring")):
+    assert [th for fn, th in seen if fn == f"jit({name})"] == [thread], seen
