@@ -12,9 +12,7 @@ import dataclasses
 import json
 import logging
 import os
-import threading
 import time
-import types
 from typing import Any
 
 import jax
@@ -29,6 +27,7 @@ from reasoning_jax.training import distributed as D
 from reasoning_jax.training import multihost as MH
 from reasoning_jax.training import setup as S
 from reasoning_jax.training.checkpoint import CheckpointManager
+from reasoning_jax.training.compile_ahead import compile_ahead
 from reasoning_jax.training.compile_cache import enable_compilation_cache
 from reasoning_jax.training.config import Experiment
 from reasoning_jax.training.health import HealthConfig, HealthMonitor
@@ -220,8 +219,8 @@ class Trainer:
                            max(len(a) for a in answers) if answers else 0]).max(axis=0)
     prompt_bucket = sampling.bucket(int(widths[0]))
     answer_bucket = sampling.bucket(int(widths[1])) if tsallis else None
-    warm = self._compile_ahead(prompt_bucket + r.max_new_tokens + (answer_bucket or 0),
-                               temp, k_prep)
+    warm = compile_ahead(self, prompt_bucket + r.max_new_tokens + (answer_bucket or 0),
+                         temp, k_prep)
     budget = (sampling.ThinkingBudget(r.max_new_tokens - len(self.marker_ids),
                                       tuple(self.marker_ids), answer_tokens=0)
               if tsallis else None)
@@ -301,49 +300,6 @@ class Trainer:
                        SeqBatch(batch.tokens_BT, batch.positions_BT, inputs,
                                 batch.sampler_logp_BT))
     return D.shard_batch(sub, self.mesh)
-
-  def _compile_ahead(self, seq_len: int, temp, k_prep) -> list[threading.Thread]:
-    """Compile the scoring and update programs for `seq_len`-token rollouts in a
-    background thread while the main thread samples (XLA compiles without the GIL).
-
-    Runs the step's own host code on a zero batch of the rollouts' exact shapes, so
-    the programs compiled are the ones the step will call (jit's cache is shared);
-    the update is only lowered and compiled, never run (it donates the params). A
-    first RL step went from 8.2 s to ~5 s on ref-tiny (docs/benchmarks.md). Each
-    sequence length is compiled ahead once; errors are left for the real call.
-    """
-    if (not self.exp.run.compile_ahead or jax.process_count() > 1
-        or seq_len in self._compiled_ahead):
-      return []
-    self._compiled_ahead.add(seq_len)
-    r = self.exp.rl
-    rows = r.prompts_per_step * r.group_size
-    z, zi = np.zeros((rows, seq_len), np.float32), np.zeros((rows, seq_len), np.int32)
-    fake = types.SimpleNamespace(tokens=zi, positions=zi, mask=z, rationale_mask=z,
-                                 answer_mask=z, sampler_logp=z,
-                                 rewards=np.zeros(rows, np.float32))
-
-    def scoring():
-      try:
-        self._update_inputs(fake, temp, k_prep)
-      except Exception as e:  # noqa: BLE001 -- the real call reports real errors
-        log.debug("compiling the scoring ahead failed: %r", e)
-
-    def update():
-      # Zeros stand in for the scores, so this need not wait for scoring to compile.
-      try:
-        zeros = lambda *_: (np.zeros((rows, seq_len), np.float32), None)  # noqa: E731
-        batch, inputs = self._update_inputs(fake, temp, k_prep, score=zeros)
-        sub = self._minibatch(batch, inputs, slice(0, rows // r.minibatches))
-        self.rl_step.lower(self.params, self.opt_state, sub, temp).compile()
-      except Exception as e:  # noqa: BLE001
-        log.debug("compiling the update ahead failed: %r", e)
-
-    threads = [threading.Thread(target=f, name=f"compile-ahead-{f.__name__}", daemon=True)
-               for f in (scoring, update)]
-    for th in threads:
-      th.start()
-    return threads
 
   def evaluate(self) -> dict[str, float]:
     """Held-out evaluation with the current params (see `evaluation.loop`)."""
