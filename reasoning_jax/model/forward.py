@@ -222,8 +222,9 @@ def decode_params(params: Params, cfg: ModelConfig) -> Params:
   XLA:CPU's float normalisation converts the whole stack to float32 (hoisted out of
   the decode loop) and converts every slice back each step, so each step moves
   several times the weight bytes. An integer stack is sliced as-is and bitcast back
-  per layer (batch-1 decode went from 24% to 33% of the bandwidth bound,
-  docs/benchmarks.md); the bitcast of the stack costs one copy per call. The cached
+  per layer (with the heads-major cache, batch-1 decode went from 26% to 33% of the
+  bandwidth bound in paired runs, docs/benchmarks.md); the bitcast of the stack costs
+  one copy per call. The cached
   forward (`forward_hidden` with a cache) accepts either form; its results are
   bit-identical.
   """

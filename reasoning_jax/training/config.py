@@ -157,7 +157,7 @@ class RunConfig:
   (see `training.distributed.maybe_initialize`). `compilation_cache`: the persistent
   XLA compilation cache directory ("" turns it off; an already-configured JAX cache
   wins; see `training.compile_cache`). `compile_ahead`: compile an RL step's scoring
-  and update programs in a background thread while it samples (single process).
+  and update programs on background threads while it samples (single process).
   """
   seed: int = 0
   checkpoint_every: int = 25
