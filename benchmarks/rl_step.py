@@ -29,6 +29,7 @@ import time
 import jax
 
 from reasoning_jax.training import config as C
+from reasoning_jax.training.host_malloc import tune_host_malloc
 from reasoning_jax.training.loop import Trainer
 
 # Prompts: arithmetic problems at 7 digits give ~20-token prompts (< 32), char tokens.
@@ -95,10 +96,15 @@ def main() -> None:
                   help="persistent compilation cache dir (default: off, so the first "
                        "step compiles everything; run twice with the same dir to "
                        "measure a first step that loads compiled programs)")
+  ap.add_argument("--no_host_malloc", action="store_true",
+                  help="leave glibc malloc untuned (training.host_malloc), for A/B runs")
   a = ap.parse_args()
+  if a.no_host_malloc:
+    os.environ["REASONING_JAX_HOST_MALLOC"] = "0"
+  host_malloc = tune_host_malloc()
   print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {os.cpu_count()} cpus, "
         f"compute {a.dtype}, params {a.param_dtype or a.dtype}, remat {a.remat}, "
-        f"{a.steps} steps per objective")
+        f"{a.steps} steps per objective, host malloc tuned: {host_malloc}")
   print("| objective | first step s | warm step s | rollout s | reward s | ref/old score s "
         "| update s | gen tok/s | update tok/s |")
   print("|---|---|---|---|---|---|---|---|---|")

@@ -14,6 +14,7 @@ time.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from reasoning_jax import model as rjm
 from reasoning_jax import sampling as rs
+from reasoning_jax.training.host_malloc import tune_host_malloc
 
 
 def measure_bandwidth(gib: float = 1.0, reps: int = 5) -> float:
@@ -98,13 +100,19 @@ def main():
   ap.add_argument("--new", type=int, default=128)
   ap.add_argument("--reps", type=int, default=1)
   ap.add_argument("--skip-hf", action="store_true")
+  ap.add_argument("--no_host_malloc", action="store_true",
+                  help="leave glibc malloc untuned (training.host_malloc), for A/B runs")
   args = ap.parse_args()
+  if args.no_host_malloc:
+    os.environ["REASONING_JAX_HOST_MALLOC"] = "0"
+  host_malloc = tune_host_malloc()
 
   cfg = rjm.preset(args.preset, dtype=args.dtype)
   params = rjm.init_params(cfg, jax.random.key(0))
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}  jax "
         f"{jax.__version__}  model: {args.preset} {args.dtype} "
-        f"({cfg.num_params() / 1e6:.1f}M params)  new tokens: {args.new}")
+        f"({cfg.num_params() / 1e6:.1f}M params)  new tokens: {args.new}  "
+        f"host malloc tuned: {host_malloc}")
   hf_model = None
   if not args.skip_hf:
     import torch

@@ -19,6 +19,7 @@ against the faster of the two.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -26,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from reasoning_jax import model as rjm
+from reasoning_jax.training.host_malloc import tune_host_malloc
 from reasoning_jax.training.steps import make_optimizer, sft_update
 
 B, T = 8, 256
@@ -85,7 +87,12 @@ def main() -> None:
   ap.add_argument("--remat", nargs="+", default=["none", "layer", "dots"])
   ap.add_argument("--steps", type=int, default=4)
   ap.add_argument("--chunk", type=int, default=256, help="log-prob chunk (positions)")
+  ap.add_argument("--no_host_malloc", action="store_true",
+                  help="leave glibc malloc untuned (training.host_malloc), for A/B runs")
   a = ap.parse_args()
+  if a.no_host_malloc:
+    os.environ["REASONING_JAX_HOST_MALLOC"] = "0"
+  host_malloc = tune_host_malloc()
   cfg = rjm.preset("smollm2_135m")
   flops = model_flops(cfg, B * T, T)
   shape = (B * T, cfg.d_model, cfg.ffw_dim)
@@ -93,7 +100,8 @@ def main() -> None:
   ref_square = gemm_rate(4096, 4096, 4096, reps=4)
   ref = max(ref_model, ref_square)
   print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}; SmolLM2-135M shape, "
-        f"batch {B} x {T}, bf16 compute / f32 master weights / AdamW")
+        f"batch {B} x {T}, bf16 compute / f32 master weights / AdamW; "
+        f"host malloc tuned: {host_malloc}")
   print(f"model FLOPs per step {flops / 1e12:.3f} TFLOP")
   print(f"bf16 GEMM (f32 accumulation): {ref_model / 1e9:.0f} GFLOP/s at {shape}, "
         f"{ref_square / 1e9:.0f} GFLOP/s at 4096^3")

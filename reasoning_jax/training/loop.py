@@ -31,6 +31,7 @@ from reasoning_jax.training.compile_ahead import compile_ahead
 from reasoning_jax.training.compile_cache import enable_compilation_cache
 from reasoning_jax.training.config import Experiment
 from reasoning_jax.training.health import HealthConfig, HealthMonitor
+from reasoning_jax.training.host_malloc import tune_host_malloc
 from reasoning_jax.training.metrics import MetricsWriter
 from reasoning_jax.training.rollout import build_rollouts, summarize
 from reasoning_jax.training.steps import SeqBatch, jit_steps, make_optimizer
@@ -62,6 +63,7 @@ class Trainer:
   def __init__(self, exp: Experiment, workdir: str, config_text: str = ""):
     self.exp, self.workdir, self.config_text = exp, workdir, config_text
     run = exp.run
+    tune_host_malloc()  # before the backend starts its threads; see host_malloc
     # A no-op unless this is a multi-host pod or a `reasoning-jax launch` child.
     D.maybe_initialize(run.distributed)
     enable_compilation_cache(run.compilation_cache)
