@@ -181,3 +181,27 @@ def test_check_params_names_the_problem():
   bad = dict(params, embed=params["embed"][:10])
   with pytest.raises(ValueError, match=r"\['embed'\]: got \(10, 64\)"):
     rjm.check_params(bad, cfg)
+
+
+@pytest.mark.parametrize("shape,dtype,tol", [((3, 5, 16), jnp.float32, 1e-6),
+                                             ((2, 4, 3, 8), jnp.float32, 1e-6),
+                                             ((3, 5, 16), jnp.bfloat16, 1e-2)])
+def test_scale_last_gradient_equals_autodiff(shape, dtype, tol):
+  # scale_last's weight gradient is a ones-vector matmul, not autodiff's reduction;
+  # both must give the same numbers (bf16: autodiff rounds the products to bf16).
+  from reasoning_jax.model.forward import scale_last
+  ky, kw, kg = jax.random.split(jax.random.key(0), 3)
+  y = jax.random.normal(ky, shape, dtype)
+  w = jax.random.normal(kw, shape[-1:], dtype)
+  g = jax.random.normal(kg, shape, dtype)
+  plain = lambda y, w: y * w.reshape((1,) * (y.ndim - 1) + w.shape)  # noqa: E731
+  out, vjp = jax.vjp(scale_last, y, w)
+  ref_out, ref_vjp = jax.vjp(plain, y, w)
+  np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(ref_out, np.float32))
+  (dy, dw), (rdy, rdw) = vjp(g), ref_vjp(g)
+  assert dy.dtype == rdy.dtype == dtype and dw.dtype == rdw.dtype == dtype
+  np.testing.assert_array_equal(np.asarray(dy, np.float32), np.asarray(rdy, np.float32))
+  exact = np.sum(np.asarray(g, np.float64) * np.asarray(y, np.float64),
+                 axis=tuple(range(len(shape) - 1)))
+  np.testing.assert_allclose(np.asarray(dw, np.float64), exact, rtol=tol, atol=tol)
+  np.testing.assert_allclose(np.asarray(rdw, np.float64), exact, rtol=10 * tol, atol=10 * tol)
