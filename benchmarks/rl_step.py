@@ -96,12 +96,10 @@ def main() -> None:
                   help="persistent compilation cache dir (default: off, so the first "
                        "step compiles everything; run twice with the same dir to "
                        "measure a first step that loads compiled programs)")
-  ap.add_argument("--no_host_malloc", action="store_true",
-                  help="leave glibc malloc untuned (training.host_malloc), for A/B runs")
+  ap.add_argument("--host_malloc", action="store_true",
+                  help="tune glibc malloc first (training.host_malloc)")
   a = ap.parse_args()
-  if a.no_host_malloc:
-    os.environ["REASONING_JAX_HOST_MALLOC"] = "0"
-  host_malloc = tune_host_malloc()
+  host_malloc = a.host_malloc and tune_host_malloc()
   print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {os.cpu_count()} cpus, "
         f"compute {a.dtype}, params {a.param_dtype or a.dtype}, remat {a.remat}, "
         f"{a.steps} steps per objective, host malloc tuned: {host_malloc}")

@@ -14,7 +14,6 @@ time.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 
@@ -100,12 +99,10 @@ def main():
   ap.add_argument("--new", type=int, default=128)
   ap.add_argument("--reps", type=int, default=1)
   ap.add_argument("--skip-hf", action="store_true")
-  ap.add_argument("--no_host_malloc", action="store_true",
-                  help="leave glibc malloc untuned (training.host_malloc), for A/B runs")
+  ap.add_argument("--host_malloc", action="store_true",
+                  help="tune glibc malloc first (training.host_malloc)")
   args = ap.parse_args()
-  if args.no_host_malloc:
-    os.environ["REASONING_JAX_HOST_MALLOC"] = "0"
-  host_malloc = tune_host_malloc()
+  host_malloc = args.host_malloc and tune_host_malloc()
 
   cfg = rjm.preset(args.preset, dtype=args.dtype)
   params = rjm.init_params(cfg, jax.random.key(0))

@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py                  # remat none, layer and dots
     python benchmarks/train_step.py --remat layer --steps 5
+    python benchmarks/train_step.py --host_malloc    # glibc malloc tuned first
 
 One step = forward + backward + AdamW (global-norm clipping) on a batch of 8 x 256
 tokens of random ids, through `training.steps.sft_update` (the trainer's jitted SFT
@@ -12,14 +13,14 @@ optimizer state donated.
 Model FLOPs per step (matmuls only, the usual MFU convention): 3 x 2 x (layer matmul
 weights + the tied output head) per token, plus attention (QK^T and PV over all T
 keys, causal mask not discounted, x 3 for the backward). The reference rate is a
-bf16 x bf16 -> float32 GEMM measured in the same process: the model's largest
-matmul shape (tokens x d_model x ffw) and a 4096^3 square one; the ratio is taken
-against the faster of the two.
+bf16 x bf16 -> float32 GEMM measured in the same process right before every timed
+step: the model's largest matmul shape (tokens x d_model x ffw) and a 4096^3 square
+one; each step's ratio is taken against the faster of the two, and the table shows
+the median ratio.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
@@ -43,23 +44,41 @@ def model_flops(cfg: rjm.ModelConfig, tokens: int, seq: int) -> float:
   return 3.0 * fwd * tokens
 
 
-def gemm_rate(m: int, k: int, n: int, reps: int = 10) -> float:
-  """Best-of-`reps` FLOP/s of a bf16 [m,k] x [k,n] GEMM accumulating in float32."""
-  ka, kb = jax.random.split(jax.random.key(0))
-  a = jax.random.normal(ka, (m, k), jnp.bfloat16)
-  b = jax.random.normal(kb, (k, n), jnp.bfloat16)
-  f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
-  f(a, b).block_until_ready()
-  best = float("inf")
-  for _ in range(reps):
-    t = time.perf_counter()
-    f(a, b).block_until_ready()
-    best = min(best, time.perf_counter() - t)
-  return 2.0 * m * k * n / best
+class GemmReference:
+  """bf16 [m,k] x [k,n] GEMMs accumulating in float32, compiled once, timed on demand."""
+
+  def __init__(self, *shapes: tuple[int, int, int]):
+    f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
+    self.cases = []
+    for m, k, n in shapes:
+      ka, kb = jax.random.split(jax.random.key(0))
+      a = jax.random.normal(ka, (m, k), jnp.bfloat16)
+      b = jax.random.normal(kb, (k, n), jnp.bfloat16)
+      f(a, b).block_until_ready()
+      self.cases.append((f, a, b, 2.0 * m * k * n))
+
+  def rates(self, reps: int = 3) -> list[float]:
+    """Best-of-`reps` FLOP/s of each shape, measured now."""
+    out = []
+    for f, a, b, flops in self.cases:
+      best = float("inf")
+      for _ in range(reps):
+        t = time.perf_counter()
+        f(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+      out.append(flops / best)
+    return out
 
 
-def step_time(remat: str, steps: int, chunk: int) -> tuple[float, float]:
-  """(compile + first step seconds, median warm step seconds) for one remat policy."""
+def step_time(remat: str, steps: int, chunk: int, flops: float,
+              ref: GemmReference) -> tuple[float, float, float]:
+  """(compile + first step s, median warm step s, median ratio of a step's FLOP/s to
+  the GEMM reference measured right before it) for one remat policy.
+
+  The reference is re-measured before every step because this machine's speed drifts
+  by up to 30% within minutes; a ratio to a GEMM timed once at the start mixes that
+  drift into the result.
+  """
   cfg = rjm.preset("smollm2_135m", dtype="bfloat16", param_dtype="float32", remat=remat)
   params = rjm.init_params(cfg, jax.random.key(0))
   tx = make_optimizer(1e-4, total_steps=100)
@@ -73,13 +92,15 @@ def step_time(remat: str, steps: int, chunk: int) -> tuple[float, float]:
   params, opt, m = step(params, opt, tokens, positions, mask)
   float(m["sft/loss"])
   first = time.perf_counter() - t0
-  times = []
+  times, ratios = [], []
   for _ in range(steps):
+    gemm = max(ref.rates())
     t0 = time.perf_counter()
     params, opt, m = step(params, opt, tokens, positions, mask)
     float(m["sft/loss"])
     times.append(time.perf_counter() - t0)
-  return first, statistics.median(times)
+    ratios.append(flops / times[-1] / gemm)
+  return first, statistics.median(times), statistics.median(ratios)
 
 
 def main() -> None:
@@ -87,30 +108,26 @@ def main() -> None:
   ap.add_argument("--remat", nargs="+", default=["none", "layer", "dots"])
   ap.add_argument("--steps", type=int, default=4)
   ap.add_argument("--chunk", type=int, default=256, help="log-prob chunk (positions)")
-  ap.add_argument("--no_host_malloc", action="store_true",
-                  help="leave glibc malloc untuned (training.host_malloc), for A/B runs")
+  ap.add_argument("--host_malloc", action="store_true",
+                  help="tune glibc malloc first (training.host_malloc)")
   a = ap.parse_args()
-  if a.no_host_malloc:
-    os.environ["REASONING_JAX_HOST_MALLOC"] = "0"
-  host_malloc = tune_host_malloc()
+  host_malloc = a.host_malloc and tune_host_malloc()
   cfg = rjm.preset("smollm2_135m")
   flops = model_flops(cfg, B * T, T)
   shape = (B * T, cfg.d_model, cfg.ffw_dim)
-  ref_model = gemm_rate(*shape)
-  ref_square = gemm_rate(4096, 4096, 4096, reps=4)
-  ref = max(ref_model, ref_square)
+  ref = GemmReference(shape, (4096, 4096, 4096))
+  ref_model, ref_square = ref.rates(reps=10)
   print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}; SmolLM2-135M shape, "
         f"batch {B} x {T}, bf16 compute / f32 master weights / AdamW; "
         f"host malloc tuned: {host_malloc}")
   print(f"model FLOPs per step {flops / 1e12:.3f} TFLOP")
-  print(f"bf16 GEMM (f32 accumulation): {ref_model / 1e9:.0f} GFLOP/s at {shape}, "
-        f"{ref_square / 1e9:.0f} GFLOP/s at 4096^3")
-  print("| remat | first step s | warm step s | GFLOP/s | vs bf16 GEMM |")
+  print(f"bf16 GEMM (f32 accumulation), at the start: {ref_model / 1e9:.0f} GFLOP/s at "
+        f"{shape}, {ref_square / 1e9:.0f} GFLOP/s at 4096^3")
+  print("| remat | first step s | warm step s | GFLOP/s | vs bf16 GEMM (before each step) |")
   print("|---|---|---|---|---|")
   for remat in a.remat:
-    first, warm = step_time(remat, a.steps, a.chunk)
-    rate = flops / warm
-    print(f"| {remat} | {first:.1f} | {warm:.2f} | {rate / 1e9:.0f} | {rate / ref:.0%} |",
+    first, warm, ratio = step_time(remat, a.steps, a.chunk, flops, ref)
+    print(f"| {remat} | {first:.1f} | {warm:.2f} | {flops / warm / 1e9:.0f} | {ratio:.0%} |",
           flush=True)
 
 

@@ -13,10 +13,14 @@ the next step reuses them: no faults after the first step.
 The tuning is three `mallopt` settings: one arena for all threads, no `mmap` for
 large blocks, no trimming of the heap top. Arenas are bound when a thread first
 allocates, so it only works before JAX starts its backend (the CPU client's threads);
-later it changes nothing and is skipped. The price: the process keeps its peak heap
-size until it exits, as TCMalloc and jemalloc do by default. It is skipped on hosts
-with an accelerator plugin (device memory is not malloc'd there) and off glibc, and
-`REASONING_JAX_HOST_MALLOC=0` turns it off.
+later it changes nothing and is skipped. Its prices: the process keeps its peak heap
+size until it exits (as TCMalloc and jemalloc do by default), and every thread now
+shares one arena lock. That lock costs more than the faults save in small-model,
+malloc-heavy work: ref-tiny's RL step got slower (first step 9.3 -> 13.4 s, as LLVM's
+compile threads contend; warm step 1.10 -> 1.35 s). So it is opt-in
+(`RunConfig.host_malloc`, or a call before JAX starts). It is skipped on hosts with
+an accelerator plugin (device memory is not malloc'd there) and off glibc, and
+`REASONING_JAX_HOST_MALLOC=0` vetoes it.
 """
 from __future__ import annotations
 
@@ -59,9 +63,9 @@ def _accelerator_host() -> bool:
 def tune_host_malloc() -> bool:
   """Make glibc keep freed large blocks for reuse (see the module docstring).
 
-  Call it before the first JAX computation; the trainer calls it first thing, so
-  `reasoning-jax train` and scripts that build a `Trainer` before touching JAX get
-  it. Idempotent.
+  Call it before the first JAX computation; with `RunConfig.host_malloc` the trainer
+  calls it first thing (which is early enough for `reasoning-jax train` and for
+  scripts that build a `Trainer` before touching JAX). Idempotent.
 
   Returns:
     True when the settings are in force (now or from an earlier call).

@@ -63,7 +63,8 @@ class Trainer:
   def __init__(self, exp: Experiment, workdir: str, config_text: str = ""):
     self.exp, self.workdir, self.config_text = exp, workdir, config_text
     run = exp.run
-    tune_host_malloc()  # before the backend starts its threads; see host_malloc
+    if run.host_malloc:
+      tune_host_malloc()  # before the backend starts its threads; see host_malloc
     # A no-op unless this is a multi-host pod or a `reasoning-jax launch` child.
     D.maybe_initialize(run.distributed)
     enable_compilation_cache(run.compilation_cache)
