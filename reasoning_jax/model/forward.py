@@ -39,8 +39,8 @@ def scale_last(y: jax.Array, w: jax.Array) -> jax.Array:
 
   Its gradient is autodiff's, except that the weight's (a sum of `g * y` over every
   token) is computed as a `[1, N] x [N, W]` float32 matmul: XLA:CPU rewrites the
-  plain reduction into a reduce-window that took ~4 ms per norm and layer at the
-  SmolLM2 train shape, twice the time of all that layer's norm arithmetic.
+  plain reduction into a reduce-window that took 2-4 ms per norm and layer at the
+  SmolLM2 train shape (~200 ms of a ~5.8 s step, docs/benchmarks.md).
   """
   return y * _lead(w, y.ndim)
 
@@ -250,9 +250,8 @@ def decode_params(params: Params, cfg: ModelConfig) -> Params:
   several times the weight bytes. An integer stack is sliced as-is and bitcast back
   per layer (with the heads-major cache, batch-1 decode went from 26% to 33% of the
   bandwidth bound in paired runs, docs/benchmarks.md); the bitcast of the stack costs
-  one copy per call. The cached
-  forward (`forward_hidden` with a cache) accepts either form; its results are
-  bit-identical.
+  one copy per call. The cached forward (`forward_hidden` with a cache) accepts
+  either form; its results are bit-identical.
   """
   params = jax.tree.map(lambda x: x.astype(cfg.dtype), params)
   return dict(params, layers=jax.tree.map(store, params["layers"]))

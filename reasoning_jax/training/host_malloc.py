@@ -4,11 +4,11 @@ XLA:CPU allocates every execution's temporary buffers with the C allocator and f
 them when it ends. glibc serves blocks over its mmap threshold (32 MiB at most) with
 a fresh `mmap` and gives them back with `munmap`; the XLA worker threads allocate
 from their own arenas, which cannot hold a block over 64 MiB at all and mmap it
-too. So each train step re-faults all of its
-activations page by page: at the SmolLM2-135M shape (batch 8 x 256) 0.57 M page
-faults (2.3 GB) and ~1 s of kernel time per step with remat "dots", 1.65 M faults and
-~4.5 s with no remat (docs/benchmarks.md). Tuned, the heap keeps the freed blocks and
-the next step reuses them: no faults after the first step.
+too. So each train step re-faults all of its activations page by page: at the
+SmolLM2-135M shape (batch 8 x 256) 0.57 M page faults (2.3 GB) and ~1 s of kernel
+time per step with remat "dots", 1.65 M faults and ~4.5 s with no remat
+(docs/benchmarks.md). Tuned, the heap keeps the freed blocks and the next steps reuse
+them: no faults once the heap has grown to the steps' peak (a few steps).
 
 The tuning is three `mallopt` settings: one arena for all threads, no `mmap` for
 large blocks, no trimming of the heap top. Arenas are bound when a thread first
