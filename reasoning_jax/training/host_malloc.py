@@ -8,7 +8,11 @@ too. So each train step re-faults all of its activations page by page: at the
 SmolLM2-135M shape (batch 8 x 256) 0.57 M page faults (2.3 GB) and ~1 s of kernel
 time per step with remat "dots", 1.65 M faults and ~4.5 s with no remat
 (docs/benchmarks.md). Tuned, the heap keeps the freed blocks and the next steps reuse
-them: no faults once the heap has grown to the steps' peak (a few steps).
+them: no faults once the heap has grown to the steps' peak (a few steps). Not always:
+JAX frees some buffers a little after a call returns, and small blocks can settle
+inside a freed large one, so the heap still grows now and then, more often on a
+loaded machine (a loop of jitted calls with 64 MiB outputs re-faulted in up to half
+of its calls with two such processes side by side).
 
 The tuning is three `mallopt` settings: one arena for all threads, no `mmap` for
 large blocks, no trimming of the heap top. Arenas are bound when a thread first
