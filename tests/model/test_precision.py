@@ -1,5 +1,7 @@
 """Mixed precision and rematerialisation: `dense`'s custom VJP, f32 master weights,
 and the remat policies (all must leave values and gradients unchanged in float32)."""
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,6 +65,33 @@ def test_bf16_dense_gradients_accumulate_in_float32_and_keep_the_weight_dtype():
       w.astype(jnp.bfloat16).astype(F32), np.float64).T
   # dx is rounded once to bf16 at the end (relative 2^-8).
   np.testing.assert_allclose(np.asarray(dx.astype(F32)), want_dx, rtol=2 ** -8, atol=1e-2)
+
+
+def _dot_operand_dtypes(hlo: str) -> list[tuple[str, ...]]:
+  """The element types of every dot's operands in an optimised HLO module's text."""
+  types = dict(re.findall(r"%?([\w.\-]+): (\w+)\[", hlo))   # computation parameters
+  types.update(re.findall(r"%([\w.\-]+) = (\w+)\[", hlo))   # instructions
+  return [tuple(types[o.strip().lstrip("%")] for o in ops.split(","))
+          for ops in re.findall(r" dot\(([^)]*)\)", hlo)]
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's GEMM selection")
+def test_bf16_weight_gradients_compile_to_bf16_gemms():
+  """Every product of a bf16 `dense`/`dense_transposed` backward stays a bf16 GEMM.
+
+  XLA:CPU folds a plain transpose of the token-major activations back into the
+  dot, which its bf16 GEMM cannot run, and then converts both operands to float32
+  (the weight gradients of a bf16 train step ran at float32 speed until
+  `_rows_to_cols`). The compiled program must contain no float32 dot."""
+  x = jnp.ones((4, 16, 32), jnp.bfloat16)
+  w = jnp.ones((32, 48), F32)  # float32 master weights, cast to bf16 in the product
+  e = jnp.ones((40, 32), F32)
+  loss = lambda x, w, e: (jnp.sum(dense(x, w).astype(F32) ** 2)  # noqa: E731
+                          + jnp.sum(dense_transposed(x, e, out_dtype=F32) ** 2))
+  hlo = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(x, w, e).compile().as_text()
+  dtypes = _dot_operand_dtypes(hlo)
+  assert len(dtypes) == 6, hlo  # two forward products, dx and dw of each
+  assert all(t == ("bf16", "bf16") for t in dtypes), dtypes
 
 
 def _loss(params, cfg, tokens, positions):
