@@ -17,15 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from reasoning_jax.model.attention import attention
 from reasoning_jax.model.cache import KVCache, load, store, value_dtype
 from reasoning_jax.model.config import ModelConfig
 from reasoning_jax.model.matmul import dense, dense_transposed
 from reasoning_jax.model.params import Params
 
 F32 = jnp.float32
-# A finite "minus infinity": a fully masked row (a padding query) then gives a uniform
-# softmax instead of NaN, and the NaN can never leak into real rows' gradients.
-_MASKED = -1e30
 
 
 def _lead(w: jax.Array, ndim: int) -> jax.Array:
@@ -83,25 +81,6 @@ def apply_rope(x_BTnH: jax.Array, cos_BTH: jax.Array, sin_BTH: jax.Array) -> jax
   rot = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
   out = x * cos_BTH[:, :, None, :] + rot * sin_BTH[:, :, None, :]
   return out.astype(x_BTnH.dtype)
-
-
-def attention(q_BTNH, k_BKSH, v_BKSH, mask_BTS, cfg: ModelConfig) -> jax.Array:
-  """Grouped-query attention with optional soft cap; softmax in float32. Keys and
-  values come heads-major (`[B, K, S, H]`, the KV cache's layout)."""
-  B, T, N, H = q_BTNH.shape
-  K = k_BKSH.shape[1]
-  q = q_BTNH.reshape(B, T, K, N // K, H)
-  s_BKGTS = jnp.einsum("btkgh,bksh->bkgts", q, k_BKSH, preferred_element_type=F32)
-  s_BKGTS = s_BKGTS * cfg.query_scale
-  if cfg.attn_softcap:
-    s_BKGTS = jnp.tanh(s_BKGTS / cfg.attn_softcap) * cfg.attn_softcap
-  s_BKGTS = jnp.where(mask_BTS[:, None, None], s_BKGTS, _MASKED)
-  p_BKGTS = jax.nn.softmax(s_BKGTS, axis=-1).astype(v_BKSH.dtype)
-  # Output in the batched-matmul layout ([b, k] batch, [g t, h] rows x cols), then
-  # transposed (small): asking for "btkgh" directly made XLA:CPU emit a bf16 dot with
-  # a transposed operand that its runtime cannot execute.
-  o = jnp.einsum("bkgts,bksh->bkgth", p_BKGTS, v_BKSH, preferred_element_type=F32)
-  return o.transpose(0, 3, 1, 2, 4).reshape(B, T, N, H).astype(q_BTNH.dtype)
 
 
 def _mlp(x_BTD: jax.Array, p: Params, cfg: ModelConfig) -> jax.Array:

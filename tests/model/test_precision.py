@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from reasoning_jax import model as rjm
+from reasoning_jax.model import attention as attention_lib
 from reasoning_jax.model.matmul import dense, dense_transposed
 
 F32 = jnp.float32
@@ -92,6 +93,61 @@ def test_bf16_weight_gradients_compile_to_bf16_gemms():
   dtypes = _dot_operand_dtypes(hlo)
   assert len(dtypes) == 6, hlo  # two forward products, dx and dw of each
   assert all(t == ("bf16", "bf16") for t in dtypes), dtypes
+
+
+def _attention_case(dtype):
+  """q, k, v of a small grouped-query case with two padding queries, and the loss
+  `sum(w * attention)` for a given attention function."""
+  k = jax.random.split(jax.random.key(3), 4)
+  B, T, N, K, H = 2, 5, 4, 2, 8
+  q = jax.random.normal(k[0], (B, T, N, H)).astype(dtype)
+  kk = jax.random.normal(k[1], (B, K, T, H)).astype(dtype)
+  v = jax.random.normal(k[2], (B, K, T, H)).astype(dtype)
+  pos = jnp.array([[0, 1, 2, 3, 4], [-1, -1, 0, 1, 2]])
+  mask = (pos[:, None, :] >= 0) & (pos[:, None, :] <= pos[:, :, None])
+  w = jax.random.normal(k[3], (B, T, N, H))
+  cfg = rjm.ModelConfig(vocab_size=8, d_model=N * H, n_layers=1, n_heads=N,
+                        n_kv_heads=K, head_dim=H, ffw_dim=8, attn_scale=0.3)
+
+  def loss(attend):
+    return lambda q, kk, v: jnp.sum(w * attend(q, kk, v, mask, cfg).astype(F32))
+  return (q, kk, v), loss
+
+
+def _attention_by_autodiff(q, k, v, mask, cfg):
+  B, T, N, H = q.shape
+  K = k.shape[1]
+  q5 = q.reshape(B, T, K, N // K, H).transpose(0, 2, 3, 1, 4)
+  o = attention_lib._attend_autodiff(q5, k, v, mask, cfg.query_scale, 0.0)
+  return o.transpose(0, 3, 1, 2, 4).reshape(B, T, N, H).astype(q.dtype)
+
+
+def test_attention_backward_equals_autodiff_in_float32():
+  """The hand-written attention backward equals autodiff of the same forward in
+  float32, fully masked (padding) query rows included; the loss (forward) is
+  bit-identical."""
+  args, loss = _attention_case(F32)
+  assert loss(attention_lib.attention)(*args) == loss(_attention_by_autodiff)(*args)
+  grads = jax.grad(loss(attention_lib.attention), argnums=(0, 1, 2))(*args)
+  want = jax.grad(loss(_attention_by_autodiff), argnums=(0, 1, 2))(*args)
+  for g, r in zip(grads, want):
+    _close(g, r)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's GEMM selection")
+def test_bf16_attention_backward_compiles_to_bf16_gemms():
+  """In bf16 every attention product, forward and backward, is a bf16 GEMM (autodiff
+  ran four of them in float32), and the gradients stay within bf16 rounding of
+  autodiff's."""
+  args, loss = _attention_case(jnp.bfloat16)
+  grad = jax.jit(jax.grad(loss(attention_lib.attention), argnums=(0, 1, 2)))
+  dtypes = _dot_operand_dtypes(grad.lower(*args).compile().as_text())
+  assert len(dtypes) == 5, dtypes  # scores; dp, dq, dk, dv (the output is linear)
+  assert all(t == ("bf16", "bf16") for t in dtypes), dtypes
+  want = jax.grad(loss(_attention_by_autodiff), argnums=(0, 1, 2))(*args)
+  for g, r in zip(grad(*args), want):
+    g, r = np.asarray(g.astype(F32)), np.asarray(r.astype(F32))
+    assert np.max(np.abs(g - r)) <= 2 ** -7 * np.max(np.abs(r))
 
 
 def _loss(params, cfg, tokens, positions):
