@@ -70,9 +70,10 @@ def processed_logprobs(logits_BV: jax.Array, temperature, top_k, top_p) -> jax.A
   return jnp.zeros_like(logp_sorted).at[rows, perm_BV].set(logp_sorted)
 
 
-def _categorical_rows(keys_B, logits_BV: jax.Array) -> jax.Array:
-  """One draw per row, each row with its own key (so a row's draw ignores the batch)."""
-  return jax.vmap(lambda k, l: jax.random.categorical(k, l))(keys_B, logits_BV)
+def _gumbel_rows(keys_B, shape_BV) -> jax.Array:
+  """Standard Gumbel noise `[B, V]`, each row from its own key (so a row's draw ignores
+  the batch). `argmax(logits + noise)` is one categorical draw per row."""
+  return jax.vmap(lambda k: jax.random.gumbel(k, shape_BV[1:], F32))(keys_B)
 
 
 def _take_rows(x_BV: jax.Array, idx_B: jax.Array) -> jax.Array:
@@ -101,13 +102,17 @@ def sample(keys_B, logits_BV: jax.Array, temperature, top_k, top_p
     tok_B = jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
     return tok_B, jnp.zeros(tok_B.shape, F32)
 
-  def plain(scaled_BV):
-    tok_B = _categorical_rows(keys_B, scaled_BV).astype(jnp.int32)
+  # One noise draw serves both sampling branches (compiled once, not per branch);
+  # ranks are a permutation of token ids, so sorted-order noise is as iid as ever.
+  def plain(args):
+    scaled_BV, noise_BV = args
+    tok_B = jnp.argmax(scaled_BV + noise_BV, axis=-1).astype(jnp.int32)
     return tok_B, _take_rows(jax.nn.log_softmax(scaled_BV, axis=-1), tok_B)
 
-  def truncated(scaled_BV):
+  def truncated(args):
+    scaled_BV, noise_BV = args
     masked_sorted, perm_BV = sort_and_truncate(scaled_BV, top_k, top_p)
-    j_B = _categorical_rows(keys_B, masked_sorted).astype(jnp.int32)
+    j_B = jnp.argmax(masked_sorted + noise_BV, axis=-1).astype(jnp.int32)
     logp_B = _take_rows(jax.nn.log_softmax(masked_sorted, axis=-1), j_B)
     return _take_rows(perm_BV, j_B), logp_B
 
@@ -115,7 +120,8 @@ def sample(keys_B, logits_BV: jax.Array, temperature, top_k, top_p
     # The max(.., tiny) keeps the untaken greedy branch free of a division by zero.
     scaled_BV = apply_temperature(logits_BV, jnp.maximum(temperature, 1e-6))
     truncate = (top_k > 0) | (top_p < 1.0)
-    return lax.cond(truncate, truncated, plain, scaled_BV)
+    noise_BV = _gumbel_rows(keys_B, scaled_BV.shape)
+    return lax.cond(truncate, truncated, plain, (scaled_BV, noise_BV))
 
   return lax.cond(temperature <= 0.0, greedy, stochastic, None)
 

@@ -23,6 +23,8 @@ class DecodeState:
 
   Attributes:
     cache: the KV cache (updated in place by the loop).
+    logits_RV: the logits the next token is chosen from (the prefill's, then the
+      last forward pass's).
     step: int32 scalar, tokens produced so far (the next column to write).
     last_R: the token produced last, the next forward pass's input.
     tokens_RN, logprobs_RN, model_logprobs_RN, forced_RN: the outputs so far.
@@ -34,6 +36,7 @@ class DecodeState:
     window_RE: the last E produced tokens, right-aligned (-1 before any).
   """
   cache: KVCache
+  logits_RV: jax.Array
   step: jax.Array
   last_R: jax.Array
   tokens_RN: jax.Array
