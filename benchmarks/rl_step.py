@@ -38,7 +38,8 @@ TASK = C.TaskSpec(name="arithmetic", kwargs=(("num_digits", 7),), num_warmup=0,
 
 
 def experiment(objective: str, dtype: str, steps: int, chunk: int, param_dtype: str = "",
-               remat: str = "none", cache: str = "") -> C.Experiment:
+               remat: str = "none", cache: str = "", compile_mode: str = "auto"
+               ) -> C.Experiment:
   """The ref-tiny benchmark experiment for one objective."""
   over = (("q", 0.75),) if objective == "garl" else (("kl_coef", 0.04),)
   return C.Experiment(
@@ -51,7 +52,8 @@ def experiment(objective: str, dtype: str, steps: int, chunk: int, param_dtype: 
                     temperature=1.0, logprob_chunk=chunk),
       eval=C.EvalConfig(every=10_000, num_prompts=8, samples=1),
       run=C.RunConfig(checkpoint_every=10_000, progress=False, plots=False,
-                      reward_workers=0, compilation_cache=cache))
+                      reward_workers=0, compilation_cache=cache,
+                      compile_mode=compile_mode))
 
 
 def bench(exp: C.Experiment) -> dict[str, float]:
@@ -96,20 +98,23 @@ def main() -> None:
                   help="persistent compilation cache dir (default: off, so the first "
                        "step compiles everything; run twice with the same dir to "
                        "measure a first step that loads compiled programs)")
+  ap.add_argument("--compile_mode", default="auto", choices=("auto", "fast", "optimized"),
+                  help="RunConfig.compile_mode (auto = fast at ref-tiny's size)")
   ap.add_argument("--host_malloc", action="store_true",
                   help="tune glibc malloc first (training.host_malloc)")
   a = ap.parse_args()
   host_malloc = a.host_malloc and tune_host_malloc()
   print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {os.cpu_count()} cpus, "
         f"compute {a.dtype}, params {a.param_dtype or a.dtype}, remat {a.remat}, "
-        f"{a.steps} steps per objective, host malloc tuned: {host_malloc}")
+        f"{a.steps} steps per objective, compile mode {a.compile_mode}, "
+        f"host malloc tuned: {host_malloc}")
   print("| objective | first step s | warm step s | rollout s | reward s | ref/old score s "
         "| update s | gen tok/s | update tok/s |")
   print("|---|---|---|---|---|---|---|---|---|")
   res = {}
   for obj in a.objectives:
     r = res[obj] = bench(experiment(obj, a.dtype, a.steps, a.chunk, a.param_dtype, a.remat,
-                                    a.cache))
+                                    a.cache, a.compile_mode))
     print(f"| {obj} | {r['first']:.2f} | {r['step']:.3f} | {r['rollout']:.3f} | "
           f"{r['reward']:.3f} | {r['score']:.3f} | {r['update']:.3f} | "
           f"{r['gen_tok_s']:.0f} | {r['seq_tokens'] / r['update']:.0f} | "

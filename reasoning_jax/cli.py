@@ -99,6 +99,7 @@ def cmd_sample(a) -> int:
     out = sampling.generate(t.params, t.cfg, [t.codec.prompt_ids(a.prompt)],
                             key=jax.random.key(a.seed), max_new_tokens=a.max_new_tokens,
                             num_samples=a.num_samples, temperature=a.temperature,
+                            compiler_options=t.compiler_options,
                             stop_tokens=(t.codec.eos_id,), pad_id=t.codec.pad_id)
     for row, n in zip(out.tokens.tolist(), out.lengths.tolist()):
       print(a.prompt + t.codec.decode(row[:n]))

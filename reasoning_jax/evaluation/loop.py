@@ -24,10 +24,12 @@ def final_answer(example: Any, completion: str) -> str | None:
   return completion.rsplit(marker, 1)[1].strip()
 
 
-def _generate(params, cfg, prompts, codec, *, key, max_new_tokens, samples, temperature):
+def _generate(params, cfg, prompts, codec, *, key, max_new_tokens, samples, temperature,
+              compiler_options):
   out = sampling.generate(params, cfg, prompts, key=key, max_new_tokens=max_new_tokens,
                           num_samples=samples, temperature=temperature,
-                          stop_tokens=(codec.eos_id,), pad_id=codec.pad_id)
+                          stop_tokens=(codec.eos_id,), pad_id=codec.pad_id,
+                          compiler_options=compiler_options)
   toks, lens = _host(out.tokens), _host(out.lengths)
   texts = [codec.decode(toks[r, :lens[r]].tolist()) for r in range(toks.shape[0])]
   return texts, lens, _host(out.finish_reason)
@@ -47,7 +49,7 @@ def _host(x) -> np.ndarray:
 
 def evaluate(params, cfg, examples: Sequence[Any], codec, runner, *, key: jax.Array,
              max_new_tokens: int, samples: int = 4, temperature: float = 1.0,
-             prefix: str = "eval/") -> dict[str, float]:
+             prefix: str = "eval/", compiler_options=None) -> dict[str, float]:
   """Evaluate on `examples`.
 
   Returns `{prefix}accuracy`: the expected exact-match of one completion sampled at
@@ -55,12 +57,14 @@ def evaluate(params, cfg, examples: Sequence[Any], codec, runner, *, key: jax.Ar
   `{prefix}pass@{samples}` (unbiased estimator), `{prefix}maj@{samples}`,
   `{prefix}length_mean`, `{prefix}truncated_frac` (greedy completions) and the
   verifier's outcome counts. With `samples=0`, accuracy is the greedy one.
+  `compiler_options` go to the sampler's program (`training.compile_mode`).
   """
   if not examples:
     raise ValueError("evaluation needs at least one held-out example")
   prompts = [codec.prompt_ids(e.prompt) for e in examples]
   texts, lens, finish = _generate(params, cfg, prompts, codec, key=key,
-                                  max_new_tokens=max_new_tokens, samples=1, temperature=0.0)
+                                  max_new_tokens=max_new_tokens, samples=1, temperature=0.0,
+                                  compiler_options=compiler_options)
   greedy, counts = _reward_scores(examples, texts, lens, runner)
   out = {f"{prefix}greedy_accuracy": float(np.mean(greedy > 0.5)),
          f"{prefix}accuracy": float(np.mean(greedy > 0.5)),
@@ -70,7 +74,7 @@ def evaluate(params, cfg, examples: Sequence[Any], codec, runner, *, key: jax.Ar
   if samples > 0:
     stexts, slens, _ = _generate(params, cfg, prompts, codec, key=key,
                                  max_new_tokens=max_new_tokens, samples=samples,
-                                 temperature=temperature)
+                                 temperature=temperature, compiler_options=compiler_options)
     rep = [examples[r // samples] for r in range(len(stexts))]
     scores, _ = _reward_scores(rep, stexts, slens, runner)
     correct = (scores > 0.5).reshape(len(examples), samples)

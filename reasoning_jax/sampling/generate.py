@@ -15,7 +15,7 @@ import numpy as np
 
 from reasoning_jax import model as rjm
 from reasoning_jax.sampling import budget as bud
-from reasoning_jax.sampling.loop import Knobs, sample_program
+from reasoning_jax.sampling.loop import Knobs, program
 from reasoning_jax.sampling.sharding import local_rows
 from reasoning_jax.sampling.state import SampleOutput
 
@@ -104,7 +104,8 @@ def generate(params, config: rjm.ModelConfig, prompts, *, key, max_new_tokens: i
              num_samples: int = 1, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, stop_tokens: Sequence[int] = (),
              budget: bud.ThinkingBudget | None = None, pad_id: int = 0,
-             max_len: int | None = None, sharding=None) -> SampleOutput:
+             max_len: int | None = None, sharding=None,
+             compiler_options: dict | None = None) -> SampleOutput:
   """Sample `num_samples` continuations of each prompt with one jitted program.
 
   Args:
@@ -129,6 +130,8 @@ def generate(params, config: rjm.ModelConfig, prompts, *, key, max_new_tokens: i
       fill its bucket exactly (a power of two multiple of the data size), and the
       result holds this process's rows only, as host arrays. Without a sharding,
       every process passes the same prompts and gets every row.
+    compiler_options: optional XLA options for the program (e.g. a fast CPU compile,
+      `training.compile_mode`); None compiles with XLA's defaults.
 
   Returns:
     A `SampleOutput` with `[B*G, max_new_tokens]` tokens and log-probs, per-row
@@ -192,9 +195,9 @@ def generate(params, config: rjm.ModelConfig, prompts, *, key, max_new_tokens: i
   elif sharding is not None:
     tokens, positions, lengths, valid = sharding.put_batch((tokens, positions, lengths,
                                                             valid))
-  out = sample_program(params, tokens, positions, lengths, valid, knobs, cfg=config,
-                       group=group, new_bucket=new_bucket,
-                       constrain=None if sharding is None else sharding.constrain)
+  out = program(compiler_options)(
+      params, tokens, positions, lengths, valid, knobs, cfg=config, group=group,
+      new_bucket=new_bucket, constrain=None if sharding is None else sharding.constrain)
   if procs > 1:
     lo = jax.process_index() * len(prompts) * group
     hi = lo + len(prompts) * group

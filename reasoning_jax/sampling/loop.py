@@ -209,3 +209,19 @@ def sample_program(params, tokens_BP: jax.Array, positions_BP: jax.Array,
       think_lengths=jnp.where(s.think_len_R < 0, s.length_R, s.think_len_R),
       prompt_lengths=prompt_len_R, group=group_R)
 
+
+@functools.cache
+def _program_with(options: tuple) -> object:
+  return jax.jit(sample_program.__wrapped__,
+                 static_argnames=("cfg", "group", "new_bucket", "constrain"),
+                 compiler_options=dict(options))
+
+
+def program(compiler_options=None):
+  """`sample_program`, or its twin compiled with XLA `compiler_options` (a dict of
+  XLA debug options, e.g. `training.compile_mode.FAST_CPU_OPTIONS`); one jitted
+  function per distinct options, so each keeps its own compilation cache."""
+  if not compiler_options:
+    return sample_program
+  return _program_with(tuple(sorted(compiler_options.items())))
+

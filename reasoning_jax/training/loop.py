@@ -28,6 +28,7 @@ from reasoning_jax.training import multihost as MH
 from reasoning_jax.training import setup as S
 from reasoning_jax.training.checkpoint import CheckpointManager
 from reasoning_jax.training.compile_ahead import compile_ahead
+from reasoning_jax.training.compile_mode import compiler_options
 from reasoning_jax.training.compile_cache import enable_compilation_cache
 from reasoning_jax.training.config import Experiment
 from reasoning_jax.training.health import HealthConfig, HealthMonitor
@@ -77,6 +78,9 @@ class Trainer:
     self.codec = S.build_codec(exp, self.task)
     self.cfg, self.params = S.build_model(exp, self.codec, init_key)
     self.mesh = D.build_mesh(run.mesh)
+    self.compiler_options = compiler_options(
+        run.compile_mode, sum(x.size for x in jax.tree.leaves(self.params)),
+        self.mesh.devices.flat[0].platform)
     if jax.process_count() > 1:
       MH.check_mesh_order(self.mesh)
     self.params = D.place_params(self.params, self.cfg, self.mesh)
@@ -101,11 +105,11 @@ class Trainer:
     if exp.sft.steps:
       D.check_batch(exp.sft.batch_size, self.mesh, name="SFT batch")
     self.sft_step, _, _ = jit_steps(
-        self.cfg, self.sft_tx, chunk=r.logprob_chunk,
+        self.cfg, self.sft_tx, chunk=r.logprob_chunk, compiler_options=self.compiler_options,
         state_shardings=D.state_shardings(self.sft_tx, self.cfg, self.mesh))
     _, self.rl_step, self.score = jit_steps(
         self.cfg, self.rl_tx, self.objective, self.ocfg, r.micro_batches, r.temperature,
-        chunk=r.logprob_chunk,
+        chunk=r.logprob_chunk, compiler_options=self.compiler_options,
         state_shardings=D.state_shardings(self.rl_tx, self.cfg, self.mesh))
     self.rollout_sharding = (sampling.RolloutSharding(self.mesh)
                              if self.mesh.devices.size > 1 else None)
@@ -127,7 +131,8 @@ class Trainer:
     self._compiled_ahead: set[int] = set()
     # One program for the advantage/baseline preparation: eager ops would compile one
     # small program each (~1 s of the first step on ref-tiny).
-    self._prepare = jax.jit(lambda inputs, k: self.objective.prepare(inputs, self.ocfg, k))
+    self._prepare = jax.jit(lambda inputs, k: self.objective.prepare(inputs, self.ocfg, k),
+                            compiler_options=self.compiler_options)
     self.runner = RewardRunner(num_workers=run.reward_workers, timeout_s=run.reward_timeout)
     self.ref_params = None
     self.sft_iter = _index_stream(len(self.warmup) or 1, exp.sft.batch_size, run.seed)
@@ -232,11 +237,11 @@ class Trainer:
     roll_params = (D.to_rollout_layout(self.params, self.cfg, self.mesh)
                    if self.rollout_sharding else self.params)
     out = sampling.generate(
-        roll_params, self.cfg, prompts, sharding=self.rollout_sharding, key=k_sample, max_new_tokens=r.max_new_tokens,
-        num_samples=r.group_size, temperature=knobs.temperature, top_k=knobs.top_k,
-        top_p=knobs.top_p,
+        roll_params, self.cfg, prompts, sharding=self.rollout_sharding, key=k_sample,
+        max_new_tokens=r.max_new_tokens, num_samples=r.group_size,
+        temperature=knobs.temperature, top_k=knobs.top_k, top_p=knobs.top_p,
         stop_tokens=() if tsallis else (self.codec.eos_id,), budget=budget,
-        pad_id=self.codec.pad_id)
+        pad_id=self.codec.pad_id, compiler_options=self.compiler_options)
     jax.block_until_ready(out.tokens)
     del roll_params
     t1 = time.perf_counter()
@@ -310,7 +315,8 @@ class Trainer:
     return evaluate(self.params, self.cfg, self.eval_ex[:e.num_prompts], self.codec,
                     self.runner, key=self.eval_key,
                     max_new_tokens=e.max_new_tokens or r.max_new_tokens,
-                    samples=e.samples, temperature=e.temperature)
+                    samples=e.samples, temperature=e.temperature,
+                    compiler_options=self.compiler_options)
 
   def _check_health(self, step: int, m: dict[str, float]) -> None:
     """Loud warnings for the field's silent failures (the step itself already refused

@@ -152,7 +152,7 @@ def sft_update(params, opt_state, tokens_BT, positions_BT, mask_BT, *,
 
 def jit_steps(cfg: rjm.ModelConfig, tx: optax.GradientTransformation, objective=None,
               objective_cfg=None, micro_batches: int = 1, temperature: float = 1.0, *,
-              state_shardings=None, chunk: int = 256):
+              state_shardings=None, chunk: int = 256, compiler_options=None):
   """The run's jitted (sft_update, rl_update, score), params/opt state donated.
 
   Args:
@@ -161,13 +161,16 @@ def jit_steps(cfg: rjm.ModelConfig, tx: optax.GradientTransformation, objective=
       exactly that layout (metrics replicated), so donation reuses the input buffers
       and the next step sees the same layout. None lets XLA choose (one device).
     chunk: positions per logits chunk in `model.token_logprobs` (memory vs speed).
+    compiler_options: optional XLA options for all three programs
+      (`training.compile_mode`); None compiles with XLA's defaults.
   """
-  out = {}  # no out_shardings at all (not None) unless asked: the unsharded path is today's
+  # No out_shardings at all (not None) unless asked: the unsharded path is today's.
+  out = {"compiler_options": compiler_options}
   if state_shardings is not None:
     p_sh, o_sh = state_shardings
     mesh = jax.tree.leaves(p_sh)[0].mesh
-    out = {"out_shardings": (p_sh, o_sh, jax.sharding.NamedSharding(
-        mesh, jax.sharding.PartitionSpec()))}
+    out["out_shardings"] = (p_sh, o_sh, jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec()))
   sft = jax.jit(functools.partial(sft_update, cfg=cfg, tx=tx, chunk=chunk),
                 donate_argnums=(0, 1), **out)
   rl = None
@@ -178,5 +181,5 @@ def jit_steps(cfg: rjm.ModelConfig, tx: optax.GradientTransformation, objective=
                                    default_temperature=temperature, chunk=chunk),
                  donate_argnums=(0, 1), **out)
   sc = jax.jit(functools.partial(score, cfg=cfg, default_temperature=temperature,
-                                 chunk=chunk))
+                                 chunk=chunk), compiler_options=compiler_options)
   return sft, rl, sc
