@@ -1,14 +1,14 @@
 """How hard XLA works on a run's programs: `RunConfig.compile_mode`.
 
-On a CPU, XLA compiles every fused kernel of a program twice over: MLIR fusion
-emitters, then LLVM at -O2/-O3, ~10 ms of CPU per kernel whatever its size. An RL step
-holds ~400 kernels (sampler, scoring, update), so a small model's first step is mostly
-compilation. "fast" compiles with the older fused-kernel emitters and LLVM at -O1.
-Measured on ref-tiny (benchmarks/rl_step.py, docs/benchmarks.md) it halves the
-compilation (sampler 1.96 -> 1.08 s, update 2.60 -> 1.32 s) and the first RL step
-(6.7 -> 3.9-4.1 s); the warm step got 8% slower (update +16%, rollout unchanged).
-For a SmolLM2-135M-sized model the same options cost 7-15% of every step (train step,
-batch-1 decode) and buy nothing a long run would notice.
+On a CPU, XLA takes every fused kernel of a program through its MLIR fusion emitters
+and then LLVM at full optimisation: ~10 ms of CPU per kernel whatever its size. An RL
+step holds ~400 kernels (sampler, scoring, update), so a small model's first step is
+mostly compilation. "fast" compiles with the older fused-kernel emitters and LLVM -O1.
+Measured on ref-tiny (docs/benchmarks.md, RL step): the compilation halves (sampler
+1.96 -> 1.08 s, update 2.60 -> 1.32 s), the cold first RL step falls from 6.7-7.0 to
+3.9-4.2 s, and the warm step gets ~8% slower (the update +16%, the rollout unchanged).
+A SmolLM2-135M-shape model pays far more for the same options: its train step went
+from 4.7 to 6.9 s and its batch-1 decode step from 15 to 17 ms.
 
 So "auto" (the default) compiles fast for models up to `AUTO_FAST_MAX_PARAMS` on a CPU
 backend and fully optimised otherwise; "fast" and "optimized" force one. TPU and GPU

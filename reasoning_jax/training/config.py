@@ -161,7 +161,8 @@ class RunConfig:
   `compile_mode`: "auto" (default), "fast" or "optimized": how hard XLA:CPU compiles
   the run's programs; "auto" compiles models of up to 20 M params fast (the first RL
   step of ref-tiny: 6.7 -> 4 s, warm steps ~8% slower) and larger ones optimised
-  (see `training.compile_mode`; no effect on TPU/GPU).
+  (SmolLM2-135M's train step is 45% slower compiled fast); see
+  `training.compile_mode`. No effect on TPU/GPU.
   `host_malloc`: tune glibc malloc before JAX starts (`training.host_malloc`; CPU
   only). It pays off for large models: the SmolLM2-shape train step with remat
   "none" went from 9.2 to 6.5 s; it slows small multi-threaded work (ref-tiny's RL
