@@ -13,10 +13,19 @@ from 4.7 to 6.9 s and its batch-1 decode step from 15 to 17 ms.
 So "auto" (the default) compiles fast for models up to `AUTO_FAST_MAX_PARAMS` on a CPU
 backend and fully optimised otherwise; "fast" and "optimized" force one. TPU and GPU
 programs are always compiled with XLA's defaults: these options are CPU backend flags.
+Newer XLAs drop debug options (jax 0.12's has no `xla_cpu_use_fusion_emitters`: its
+older emitters are gone), so each option is kept only if this XLA accepts it.
 """
 from __future__ import annotations
 
+import functools
+import logging
 from typing import Any
+
+import jax
+import numpy as np
+
+log = logging.getLogger("reasoning_jax")
 
 COMPILE_MODES = ("auto", "fast", "optimized")
 
@@ -50,4 +59,17 @@ def compiler_options(mode: str, num_params: int, platform: str) -> dict[str, Any
     return None
   if mode == "auto" and num_params > AUTO_FAST_MAX_PARAMS:
     return None
-  return dict(FAST_CPU_OPTIONS)
+  return {k: v for k, v in FAST_CPU_OPTIONS.items() if accepted(k, v)} or None
+
+
+@functools.cache
+def accepted(name: str, value: Any) -> bool:
+  """Whether this jaxlib's XLA knows the debug option `name` (one tiny compile)."""
+  try:
+    jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(np.float32(0)).compile()
+  except jax.errors.JaxRuntimeError as e:
+    if "compile option" not in str(e):
+      raise
+    log.info("this XLA has no compile option %s; compiling without it", name)
+    return False
+  return True

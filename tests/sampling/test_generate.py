@@ -205,14 +205,15 @@ def test_sharded_rollout_gives_the_same_tokens_as_one_device(tiny):
 def test_compiler_options_reach_the_program_and_keep_its_results(tiny):
   """A fast CPU compile (`training.compile_mode`) gives the default program's greedy
   tokens and log-probs, and the options really reach XLA (a bogus one is rejected)."""
-  from reasoning_jax.training.compile_mode import FAST_CPU_OPTIONS
+  from reasoning_jax.training.compile_mode import compiler_options
+  fast_options = compiler_options("fast", 1, "cpu")
   cfg, params = tiny
   kw = dict(key=jax.random.key(0), max_new_tokens=N_NEW, temperature=0.0)
   ref = rs.generate(params, cfg, PROMPTS, **kw)
-  fast = rs.generate(params, cfg, PROMPTS, compiler_options=FAST_CPU_OPTIONS, **kw)
+  fast = rs.generate(params, cfg, PROMPTS, compiler_options=fast_options, **kw)
   np.testing.assert_array_equal(fast.tokens, ref.tokens)
   np.testing.assert_allclose(fast.model_logprobs, ref.model_logprobs, rtol=0, atol=1e-5)
-  assert loop.program(FAST_CPU_OPTIONS) is loop.program(dict(FAST_CPU_OPTIONS))
+  assert loop.program(fast_options) is loop.program(dict(fast_options))
   assert loop.program(None) is loop.sample_program
   with pytest.raises(Exception, match="xla_no_such_option"):
     rs.generate(params, cfg, PROMPTS, compiler_options={"xla_no_such_option": 1}, **kw)
