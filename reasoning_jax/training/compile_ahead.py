@@ -5,9 +5,10 @@ programs the step will call after its rollouts. They run the trainer's own host 
 (`Trainer._update_inputs`, `Trainer._minibatch`) on a zero batch of the rollouts'
 exact shapes, so the programs compiled are the very ones the step calls (jit's cache
 is shared between threads); the update is only lowered and compiled, never run (it
-donates the params). On this 2-core machine it saves ~0.5 s of a ~9 s cold first
-step, because XLA:CPU already compiles each program on both cores
-(docs/benchmarks.md); hosts with more cores overlap more.
+donates the params). On this 2-core machine it saved ~0.5 s of a ~9 s cold first
+step (XLA's default compile; `training.compile_mode`), because XLA:CPU already
+compiles each program on both cores (docs/benchmarks.md); hosts with more cores
+overlap more.
 """
 from __future__ import annotations
 
