@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 
 from reasoning_jax import sampling as rs
+from reasoning_jax.sampling import processors
 
 LOGITS_V = np.array([2.0, 1.5, 1.2, 0.3, 0.0, -0.4, -1.0, -2.5], np.float32)
 
@@ -100,3 +101,44 @@ def test_token_logprobs_is_unmodified_log_softmax():
   want = logits[np.arange(3), tok] - np.log(np.exp(logits.astype(np.float64)).sum(-1))
   np.testing.assert_allclose(np.asarray(rs.token_logprobs(jnp.asarray(logits), tok)),
                              want, rtol=0, atol=1e-6)
+
+
+def test_argmax_matches_jnp_argmax_across_blocks_ties_and_inf():
+  rng = np.random.default_rng(0)
+  V = 3 * processors.BLOCK + 37  # three full blocks and a padded one
+  x = rng.normal(size=(6, V)).astype(np.float32)
+  x[1, [5, 600, 800]] = 9.0                 # ties across blocks: the first wins
+  x[2, :] = -np.inf                         # nothing finite: index 0, as jnp.argmax
+  x[3, [300, 700]] = 7.0                    # ties in different blocks, no padding
+  x[4, V - 1] = 50.0                        # the winner in the padded last block
+  x[5, :] = 1.0                             # all tied
+  got = np.asarray(processors.argmax(jnp.asarray(x)))
+  np.testing.assert_array_equal(got, np.asarray(jnp.argmax(jnp.asarray(x), axis=-1)))
+  np.testing.assert_array_equal(got, [np.argmax(x[0]), 5, 0, 300, V - 1, 0])
+  # With NaN the index stays in range: a NaN's or the finite maximum's.
+  x[0, [100, 400]] = np.nan
+  i = int(processors.argmax(jnp.asarray(x[:1]))[0])
+  assert i in (100, int(np.nanargmax(x[0])))
+
+
+def test_draw_follows_softmax_across_blocks_and_never_draws_removed_tokens():
+  rng = np.random.default_rng(1)
+  V = 2 * processors.BLOCK + 100
+  logits = rng.normal(scale=1.5, size=V).astype(np.float32)
+  logits[rng.choice(V, size=200, replace=False)] = -np.inf   # removed tokens
+  logits[V - 1] = 3.0                                          # mass in the padded block
+  p = np.where(np.isfinite(logits), np.exp(logits.astype(np.float64) - 3.0), 0.0)
+  p /= p.sum()
+  n = 60_000
+  keys = jax.random.split(jax.random.key(7), n)
+  tok, logp = jax.jit(processors.draw)(keys, jnp.broadcast_to(jnp.asarray(logits), (n, V)))
+  tok, logp = np.asarray(tok), np.asarray(logp)
+  assert p[tok].min() > 0
+  counts = np.bincount(tok, minlength=V)
+  # Chi-square over 20 runs of consecutive ids of about equal mass (single tokens are
+  # too rare for the test); the runs cross block boundaries.
+  edges = np.unique(np.searchsorted(np.cumsum(p), np.linspace(0, 1, 21)[1:-1]))
+  bins_c = [b.sum() for b in np.split(counts, edges)]
+  bins_p = [b.sum() for b in np.split(p, edges)]
+  assert stats.chisquare(bins_c, np.asarray(bins_p) * n).pvalue > 1e-3
+  np.testing.assert_allclose(logp, np.log(p[tok]), rtol=0, atol=2e-6)
