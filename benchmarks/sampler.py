@@ -10,6 +10,7 @@ time.
 
   python benchmarks/sampler.py                       # batch 1, 16, 64; 128 new tokens
   python benchmarks/sampler.py --batches 1 --skip-hf  # ours only
+  python benchmarks/sampler.py --temperature 1 --top_p 0.95  # sampling, both sides
 """
 from __future__ import annotations
 
@@ -50,9 +51,11 @@ def make_prompts(batch: int, vocab: int, seed: int = 0) -> list[list[int]]:
           for _ in range(batch)]
 
 
-def time_ours(params, cfg, prompts, new: int, reps: int) -> tuple[float, np.ndarray]:
+def time_ours(params, cfg, prompts, new: int, reps: int, temperature: float = 0.0,
+              top_p: float = 1.0) -> tuple[float, np.ndarray]:
   """Best wall time of `generate` (compiled beforehand) and its tokens."""
-  kw = dict(key=jax.random.key(0), max_new_tokens=new, temperature=0.0)
+  kw = dict(key=jax.random.key(0), max_new_tokens=new, temperature=temperature,
+            top_p=top_p)
   out = jax.block_until_ready(rs.generate(params, cfg, prompts, **kw))
   best = float("inf")
   for _ in range(reps):
@@ -63,8 +66,10 @@ def time_ours(params, cfg, prompts, new: int, reps: int) -> tuple[float, np.ndar
   return best, np.asarray(out.tokens)
 
 
-def time_hf(model, prompts, new: int, reps: int) -> tuple[float, np.ndarray]:
-  """Best wall time of transformers' greedy `generate` on the left-padded batch."""
+def time_hf(model, prompts, new: int, reps: int, temperature: float = 0.0,
+            top_p: float = 1.0) -> tuple[float, np.ndarray]:
+  """Best wall time of transformers' `generate` on the left-padded batch (greedy, or
+  sampling with the same temperature and top-p and no top-k)."""
   import torch
   n = max(len(p) for p in prompts)
   ids = torch.zeros((len(prompts), n), dtype=torch.long)
@@ -74,6 +79,8 @@ def time_hf(model, prompts, new: int, reps: int) -> tuple[float, np.ndarray]:
     mask[i, n - len(p):] = 1
   kw = dict(attention_mask=mask, do_sample=False, max_new_tokens=new, min_new_tokens=new,
             eos_token_id=None, pad_token_id=0)
+  if temperature > 0:
+    kw.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
   best, out = float("inf"), None
   with torch.inference_mode():
     model.generate(ids[:, :], **dict(kw, max_new_tokens=2, min_new_tokens=2))  # warm-up
@@ -99,6 +106,9 @@ def main():
   ap.add_argument("--new", type=int, default=128)
   ap.add_argument("--reps", type=int, default=1)
   ap.add_argument("--skip-hf", action="store_true")
+  ap.add_argument("--temperature", type=float, default=0.0,
+                  help="0 = greedy (default); > 0 samples on both sides")
+  ap.add_argument("--top_p", type=float, default=1.0)
   ap.add_argument("--host_malloc", action="store_true",
                   help="tune glibc malloc first (training.host_malloc)")
   args = ap.parse_args()
@@ -109,6 +119,7 @@ def main():
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}  jax "
         f"{jax.__version__}  model: {args.preset} {args.dtype} "
         f"({cfg.num_params() / 1e6:.1f}M params)  new tokens: {args.new}  "
+        f"temperature {args.temperature}  top_p {args.top_p}  "
         f"host malloc tuned: {host_malloc}")
   hf_model = None
   if not args.skip_hf:
@@ -125,13 +136,15 @@ def main():
   print(f"{'batch':>5} {'ours tok/s':>11} {'hf tok/s':>9} {'ratio':>6} {'same':>5}")
   for b in args.batches:
     prompts = make_prompts(b, cfg.vocab_size)
-    t_ours, tok_ours = time_ours(params, cfg, prompts, args.new, args.reps)
+    knobs = dict(temperature=args.temperature, top_p=args.top_p)
+    t_ours, tok_ours = time_ours(params, cfg, prompts, args.new, args.reps, **knobs)
     line = f"{b:5d} {b * args.new / t_ours:11.1f}"
     if hf_model is not None:
-      t_hf, tok_hf = time_hf(hf_model, prompts, args.new, args.reps)
-      # Greedy in bf16: rows may diverge after a near-tie, so report the agreement.
-      same = float(np.mean(tok_hf == tok_ours))
-      line += f" {b * args.new / t_hf:9.1f} {t_hf / t_ours:6.2f} {same:5.2f}"
+      t_hf, tok_hf = time_hf(hf_model, prompts, args.new, args.reps, **knobs)
+      # Greedy in bf16: rows may diverge after a near-tie, so report the agreement
+      # (meaningless when sampling: two random streams).
+      same = f"{np.mean(tok_hf == tok_ours):5.2f}" if args.temperature <= 0 else "    -"
+      line += f" {b * args.new / t_hf:9.1f} {t_hf / t_ours:6.2f} {same}"
     print(line, flush=True)
     if b == 1:
       ctx = len(prompts[0]) + args.new // 2

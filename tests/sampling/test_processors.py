@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from reasoning_jax import sampling as rs
-from reasoning_jax.sampling import processors
+from reasoning_jax.sampling import processors, vocab
 
 LOGITS_V = np.array([2.0, 1.5, 1.2, 0.3, 0.0, -0.4, -1.0, -2.5], np.float32)
 
@@ -75,15 +75,54 @@ def test_greedy_is_argmax_with_zero_logprob_and_first_id_on_ties():
 
 
 def test_top_k_keeps_exactly_k_tokens_on_ties_and_top_p_keeps_the_top_token():
-  logits = jnp.array([[1.0, 3.0, 3.0, 3.0, 0.0]])
-  masked, perm = rs.sort_and_truncate(logits, jnp.int32(2), jnp.float32(1.0))
-  np.testing.assert_array_equal(np.asarray(perm[0]), [1, 2, 3, 0, 4])
-  assert np.isfinite(np.asarray(masked[0])).tolist() == [True, True, False, False, False]
+  kept = lambda x, k, p: np.isfinite(np.asarray(_truncate(  # noqa: E731
+      jnp.asarray(x, jnp.float32), jnp.int32(k), jnp.float32(p)))).tolist()
+  # Ties at the k-th logit: the lowest ids stay, exactly k of them.
+  assert kept([[1.0, 3.0, 3.0, 3.0, 0.0]], 2, 1.0) == [[False, True, True, False, False]]
   # top_p smaller than the top token's mass still keeps that token.
-  masked, perm = rs.sort_and_truncate(jnp.array([[0.0, 4.0, 1.0]]), jnp.int32(0),
-                                      jnp.float32(0.01))
-  assert np.isfinite(np.asarray(masked[0])).tolist() == [True, False, False]
-  assert int(perm[0, 0]) == 1
+  assert kept([[0.0, 4.0, 1.0]], 0, 0.01) == [[False, True, False]]
+  assert kept([[0.0, 4.0, 1.0]], 0, 0.0) == [[False, True, False]]
+  # Four tied tokens of mass 1/4 each: top_p 0.5 keeps the first two by id (the mass
+  # before the third is 0.5, not below 0.5); 0.51 keeps three.
+  assert kept([[2.0, 2.0, 2.0, 2.0]], 0, 0.5) == [[True, True, False, False]]
+  assert kept([[2.0, 2.0, 2.0, 2.0]], 0, 0.51) == [[True, True, True, False]]
+  # -0.0 and 0.0 are one value: tied, so the lower id stays.
+  assert kept([[-0.0, 0.0, -1.0]], 1, 1.0) == [[True, False, False]]
+
+
+_truncate = jax.jit(rs.truncate)  # one compilation: the knobs are traced
+
+
+def _truncate_reference(x, top_k, top_p) -> np.ndarray:
+  """Which entries stay, by a stable sort in float64 (the definition)."""
+  order = np.argsort(-x.astype(np.float64), kind="stable")
+  keep = np.ones(len(x), bool)
+  if top_k > 0:
+    keep[order[top_k:]] = False
+  p = np.where(keep, np.exp(x.astype(np.float64) - x.max()), 0.0)
+  p /= p.sum()
+  if top_p < 1.0:
+    before = np.cumsum(p[order]) - p[order]
+    drop = order[1:][before[1:] >= top_p]
+    keep[drop] = False
+  return keep
+
+
+@pytest.mark.parametrize("top_k,top_p", [(50, 1.0), (0, 0.9), (300, 0.7), (7, 0.3),
+                                         (1, 0.9), (0, 0.999)])
+def test_truncate_matches_a_sort_on_a_large_vocabulary_with_ties(top_k, top_p):
+  rng = np.random.default_rng(top_k)
+  V = 3 * 256 + 11
+  # Rounded logits make many exact ties, some at the cut points.
+  x = np.round(rng.normal(scale=2.0, size=(4, V)), 1).astype(np.float32)
+  x[1, rng.choice(V, 100, replace=False)] = -np.inf
+  got = np.isfinite(np.asarray(_truncate(jnp.asarray(x), jnp.int32(top_k),
+                                         jnp.float32(top_p))))
+  for b in range(len(x)):
+    want = _truncate_reference(x[b], top_k, top_p)
+    np.testing.assert_array_equal(got[b], want, err_msg=f"row {b}")
+    if top_p >= 1.0:
+      assert got[b].sum() == top_k
 
 
 @pytest.mark.parametrize("temperature,top_k,top_p", CASES)
@@ -105,25 +144,25 @@ def test_token_logprobs_is_unmodified_log_softmax():
 
 def test_argmax_matches_jnp_argmax_across_blocks_ties_and_inf():
   rng = np.random.default_rng(0)
-  V = 3 * processors.BLOCK + 37  # three full blocks and a padded one
+  V = 3 * vocab.BLOCK + 37  # three full blocks and a padded one
   x = rng.normal(size=(6, V)).astype(np.float32)
   x[1, [5, 600, 800]] = 9.0                 # ties across blocks: the first wins
   x[2, :] = -np.inf                         # nothing finite: index 0, as jnp.argmax
   x[3, [300, 700]] = 7.0                    # ties in different blocks, no padding
   x[4, V - 1] = 50.0                        # the winner in the padded last block
   x[5, :] = 1.0                             # all tied
-  got = np.asarray(processors.argmax(jnp.asarray(x)))
+  got = np.asarray(vocab.argmax(jnp.asarray(x)))
   np.testing.assert_array_equal(got, np.asarray(jnp.argmax(jnp.asarray(x), axis=-1)))
   np.testing.assert_array_equal(got, [np.argmax(x[0]), 5, 0, 300, V - 1, 0])
   # With NaN the index stays in range: a NaN's or the finite maximum's.
   x[0, [100, 400]] = np.nan
-  i = int(processors.argmax(jnp.asarray(x[:1]))[0])
+  i = int(vocab.argmax(jnp.asarray(x[:1]))[0])
   assert i in (100, int(np.nanargmax(x[0])))
 
 
 def test_draw_follows_softmax_across_blocks_and_never_draws_removed_tokens():
   rng = np.random.default_rng(1)
-  V = 2 * processors.BLOCK + 100
+  V = 2 * vocab.BLOCK + 100
   logits = rng.normal(scale=1.5, size=V).astype(np.float32)
   logits[rng.choice(V, size=200, replace=False)] = -np.inf   # removed tokens
   logits[V - 1] = 3.0                                          # mass in the padded block
