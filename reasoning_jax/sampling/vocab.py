@@ -129,6 +129,16 @@ def _top_p(x_BV: jax.Array, key_BV: jax.Array, keep_BV: jax.Array, p: jax.Array)
   return keep_p | (iota_BV == argmax(x_BV)[:, None])
 
 
+# Rows per chunk of `truncate` on CPU. Each bisection step reads the whole [B, V] key
+# (and for top-p the probabilities): 8 bytes per entry, 32 to 64 times. Four rows of a
+# 49152-token vocabulary (1.6 MB) stay in a core's L2 cache through all the passes;
+# a [64, 49152] batch (25 MB) streams from memory each pass. Measured at top_p 0.95,
+# [64, 49152]: 43.9 -> 16.9 ms (chunks of 1, 2, 8 rows: 22.3, 18.2, 21.6 ms); [16,
+# 49152] 5.6 -> 5.1 ms. Accelerators keep the whole batch (a sequential map over row
+# chunks would serialise their vector units and, under a batch-sharded mesh, gather).
+CPU_ROWS = 4
+
+
 def truncate(logits_BV: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
   """Logits with top-k, then top-p, applied: removed entries are -inf (token order).
 
@@ -139,7 +149,22 @@ def truncate(logits_BV: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Ar
     top_p: float32 scalar; then keep the smallest prefix, in the same ranking, of the
       top-k renormalised distribution whose mass reaches top_p (>= 1 = off). The top
       token always stays.
+
+  Rows are independent: on CPU they are processed `CPU_ROWS` at a time (the same
+  values, faster; see `CPU_ROWS`).
   """
+  b, v = logits_BV.shape
+  if jax.default_backend() != "cpu" or b <= CPU_ROWS:
+    return _truncate_rows(logits_BV, top_k, top_p)
+  padded = jnp.pad(logits_BV, ((0, -b % CPU_ROWS), (0, 0)))
+  out = lax.map(lambda x: _truncate_rows(x, top_k, top_p),
+                padded.reshape(-1, CPU_ROWS, v))
+  return out.reshape(-1, v)[:b]
+
+
+def _truncate_rows(logits_BV: jax.Array, top_k: jax.Array, top_p: jax.Array
+                   ) -> jax.Array:
+  """`truncate` on all rows at once."""
   key_BV = _order_key(logits_BV)
   everything = jnp.ones(logits_BV.shape, bool)
   keep_BV = lax.cond(top_k > 0, lambda: _top_k(key_BV, top_k), lambda: everything)

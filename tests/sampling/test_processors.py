@@ -114,7 +114,9 @@ def test_truncate_matches_a_sort_on_a_large_vocabulary_with_ties(top_k, top_p):
   rng = np.random.default_rng(top_k)
   V = 3 * 256 + 11
   # Rounded logits make many exact ties, some at the cut points.
-  x = np.round(rng.normal(scale=2.0, size=(4, V)), 1).astype(np.float32)
+  # Seven rows: more than vocab.CPU_ROWS and not a multiple of it, so on CPU the rows
+  # go through the chunked path, padding included.
+  x = np.round(rng.normal(scale=2.0, size=(7, V)), 1).astype(np.float32)
   x[1, rng.choice(V, 100, replace=False)] = -np.inf
   got = np.isfinite(np.asarray(_truncate(jnp.asarray(x), jnp.int32(top_k),
                                          jnp.float32(top_p))))
