@@ -4,9 +4,11 @@ Static (one compilation each): the model config, the number of samples per promp
 new-token bucket, and the array shapes (prompt bucket, batch bucket). Traced (change
 freely): temperature, top-k, top-p, max_new_tokens, stop tokens, budgets, PRNG key.
 
-Each prompt is prefilled once; its cache rows are then repeated for its G samples, so a
-group shares one prefill. The KV cache lives in the loop carry, where XLA updates it in
-place with `dynamic_update_slice`. The loop exits as soon as every row is done.
+Each prompt is prefilled once; its cache rows are then repeated for its G samples, so
+a group shares one prefill. Every loop step runs one token forward (the prompt's last
+token first) and chooses the next from its logits, so the output head exists once in
+the program and the loop carries no [rows, vocab] logits. The KV cache lives in the
+loop carry, where XLA updates it in place with `dynamic_update_slice`. The loop exits as soon as every row is done.
 
 Shape key: B prompts (bucketed), P prompt bucket, G samples per prompt, R = B*G rows,
 N new-token bucket, V vocab, S cache slots, E end-sequence bucket, K stop bucket.
@@ -113,7 +115,7 @@ def choose(s: DecodeState, logits_RV: jax.Array, rows: RowInfo, k: Knobs) -> Dec
     return jnp.where(active, new, old)
 
   return DecodeState(
-      cache=s.cache, logits_RV=s.logits_RV, step=t + 1, last_R=upd(tok, s.last_R),
+      cache=s.cache, step=t + 1, last_R=upd(tok, s.last_R),
       tokens_RN=_write(s.tokens_RN, t, jnp.where(active, tok, k.pad_id)),
       logprobs_RN=_write(s.logprobs_RN, t, jnp.where(active, lp, 0.0)),
       model_logprobs_RN=_write(s.model_logprobs_RN, t, jnp.where(active, model_lp, 0.0)),
@@ -129,12 +131,12 @@ def choose(s: DecodeState, logits_RV: jax.Array, rows: RowInfo, k: Knobs) -> Dec
       window_RE=jnp.where(active[:, None], window, s.window_RE))
 
 
-def _initial_state(cache, logits_RV, valid_R, k: Knobs, N: int, E: int) -> DecodeState:
+def _initial_state(cache, last_R, valid_R, k: Knobs, N: int, E: int) -> DecodeState:
   R = valid_R.shape[0]
   phase_R = bud.initial_phase(k.budget, R)
   zeros_R = jnp.zeros((R,), I32)
   return DecodeState(
-      cache=cache, logits_RV=logits_RV, step=jnp.zeros((), I32), last_R=zeros_R,
+      cache=cache, step=jnp.zeros((), I32), last_R=last_R,
       tokens_RN=jnp.full((R, N), k.pad_id, I32), logprobs_RN=jnp.zeros((R, N), F32),
       model_logprobs_RN=jnp.zeros((R, N), F32), forced_RN=jnp.zeros((R, N), bool),
       done_R=~valid_R, finish_R=zeros_R, length_R=zeros_R, phase_R=phase_R,
@@ -170,13 +172,22 @@ def sample_program(params, tokens_BP: jax.Array, positions_BP: jax.Array,
   # every decode step reads bf16 weights (half the bytes) instead of casting per use;
   # layer weights travel as bits so XLA cannot re-convert them per step.
   params = rjm.decode_params(params, cfg)
+  # The prefill fills the cache with every prompt token but computes no logits; the
+  # loop's first step runs each prompt's last token again (left padding puts it in the
+  # last column of every row), rewriting its slot, and chooses from its logits. So the
+  # output head exists only inside the loop: a separate prefill head made XLA:CPU
+  # convert the embedding to float32 twice more per call at batch 1 (two extra 113 MB
+  # copies for SmolLM2), and carrying the logits cost R * V * 4 bytes (311 MB at 512
+  # rows of a 152k vocabulary). The prefill keeps all P columns (not P - 1) so that
+  # its matmul shapes, and hence its rounding, stay those of the bucket; its last
+  # column is the one token computed twice, which replaces the old loop's wasted
+  # forward pass after the last token.
   with jax.named_scope("prefill"):
     cache = hold(rjm.init_cache(cfg, B, P), "cache")
-    h_BPD, cache = rjm.forward_hidden(params, tokens_BP, positions_BP, cfg, cache)
-    # Left padding puts every prompt's last token in the last column.
-    logits_BV = rjm.logits_from_hidden(params, h_BPD[:, -1:], cfg)[:, 0]
+    _, cache = rjm.forward_hidden(params, tokens_BP, positions_BP, cfg, cache)
+    cache = dataclasses.replace(cache, index=cache.index - 1)
   cache = hold(_grow_cache(cache, group, new_bucket), "cache")
-  logits_RV = jnp.repeat(logits_BV, group, axis=0) if group > 1 else logits_BV
+  last_R = jnp.repeat(tokens_BP[:, -1], group) if group > 1 else tokens_BP[:, -1]
   prompt_len_R = jnp.repeat(prompt_len_B, group)
   valid_R = jnp.repeat(valid_B, group)
   # One key per output row, so a row's samples do not depend on the batch around it.
@@ -184,22 +195,19 @@ def sample_program(params, tokens_BP: jax.Array, positions_BP: jax.Array,
                                                           jnp.arange(R, dtype=I32))
   rows = RowInfo(keys_R=keys_R, prompt_len_R=prompt_len_R)
   E = knobs.budget.end_E.shape[0]
-  state = _initial_state(cache, logits_RV, valid_R, knobs, new_bucket, E)
+  state = _initial_state(cache, last_R.astype(I32), valid_R, knobs, new_bucket, E)
 
   def cond(s: DecodeState):
     return (s.step < new_bucket) & ~jnp.all(s.done_R)
 
-  # Choose, then run the chosen token forward: the first token (from the prefill's
-  # logits) is chosen by the same code as every other, so the sampling step compiles
-  # once instead of twice (ref-tiny: 307 -> 234 fused ops, compile 1.96 -> 1.79 s).
-  # The price is one forward pass after the last token, whose logits are never used
-  # (the cache has a slot for it).
+  # Run the last token forward, then choose: the first token is chosen by the same
+  # code as every other, so the sampling step compiles once.
   def body(s: DecodeState):
-    s = choose(s, s.logits_RV, rows, knobs)
-    pos_R = rows.prompt_len_R + s.step - 1
+    pos_R = rows.prompt_len_R + s.step - 1  # position of `last_R`
     logits_R1V, cache = rjm.forward(params, s.last_R[:, None], pos_R[:, None], cfg,
                                     s.cache)
-    s = dataclasses.replace(s, cache=hold(cache, "cache"), logits_RV=logits_R1V[:, 0])
+    s = choose(dataclasses.replace(s, cache=hold(cache, "cache")), logits_R1V[:, 0],
+               rows, knobs)
     return hold(s, "rows")
 
   with jax.named_scope("decode"):

@@ -23,10 +23,9 @@ class DecodeState:
 
   Attributes:
     cache: the KV cache (updated in place by the loop).
-    logits_RV: the logits the next token is chosen from (the prefill's, then the
-      last forward pass's).
     step: int32 scalar, tokens produced so far (the next column to write).
-    last_R: the token produced last, the next forward pass's input.
+    last_R: the next forward pass's input: the prompt's last token at step 0, then
+      the token produced last.
     tokens_RN, logprobs_RN, model_logprobs_RN, forced_RN: the outputs so far.
     done_R, finish_R, length_R: per-row completion flags, reason codes and lengths.
     phase_R: THINK, FORCE or ANSWER (see `budget`).
@@ -36,7 +35,6 @@ class DecodeState:
     window_RE: the last E produced tokens, right-aligned (-1 before any).
   """
   cache: KVCache
-  logits_RV: jax.Array
   step: jax.Array
   last_R: jax.Array
   tokens_RN: jax.Array
