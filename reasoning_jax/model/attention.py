@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from reasoning_jax.model.config import ModelConfig
+from reasoning_jax.model.matmul import matmul_precision
 
 F32 = jnp.float32
 # A finite "minus infinity": a fully masked row (a padding query) then gives a uniform
@@ -49,7 +50,8 @@ def attention(q_BTNH, k_BKSH, v_BKSH, mask_BTS, cfg: ModelConfig) -> jax.Array:
 
 def _probs(q_BKGTH, k_BKSH, mask_BTS, scale, softcap=0.0):
   """Float32 softmax probabilities `[B, K, G, T, S]`; masked keys get exactly 0."""
-  s = jnp.einsum("bkgth,bksh->bkgts", q_BKGTH, k_BKSH, preferred_element_type=F32)
+  s = jnp.einsum("bkgth,bksh->bkgts", q_BKGTH, k_BKSH, preferred_element_type=F32,
+                 precision=matmul_precision(q_BKGTH.dtype))
   s = s * scale
   if softcap:
     s = jnp.tanh(s / softcap) * softcap
@@ -59,7 +61,8 @@ def _probs(q_BKGTH, k_BKSH, mask_BTS, scale, softcap=0.0):
 
 def _attend_autodiff(q_BKGTH, k_BKSH, v_BKSH, mask_BTS, scale, softcap):
   p = _probs(q_BKGTH, k_BKSH, mask_BTS, scale, softcap).astype(v_BKSH.dtype)
-  return jnp.einsum("bkgts,bksh->bkgth", p, v_BKSH, preferred_element_type=F32)
+  return jnp.einsum("bkgts,bksh->bkgth", p, v_BKSH, preferred_element_type=F32,
+                    precision=matmul_precision(p.dtype))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
@@ -70,7 +73,8 @@ def _attend(q_BKGTH, k_BKSH, v_BKSH, mask_BTS, scale):
 
 def _attend_fwd(q, k, v, mask, scale):
   p = _probs(q, k, mask, scale)
-  o = jnp.einsum("bkgts,bksh->bkgth", p.astype(v.dtype), v, preferred_element_type=F32)
+  o = jnp.einsum("bkgts,bksh->bkgth", p.astype(v.dtype), v, preferred_element_type=F32,
+                 precision=matmul_precision(v.dtype))
   return o, (q, k, v, mask, p)
 
 
@@ -80,17 +84,18 @@ def _attend_bwd(scale, res, g_BKGTH):
   cd = v.dtype
   g = g_BKGTH.astype(cd)
   pc = p.astype(cd)
-  dp = jnp.einsum("bkgth,bksh->bkgts", g, v, preferred_element_type=F32)
+  hp = matmul_precision(cd)
+  dp = jnp.einsum("bkgth,bksh->bkgts", g, v, preferred_element_type=F32, precision=hp)
   # Softmax backward in float32, then the mask's: no gradient reaches masked scores
   # (they are 0 already except in fully masked rows, whose softmax is uniform).
   ds = p * (dp - jnp.sum(dp * p, axis=-1, keepdims=True))
   ds = jnp.where(mask[:, None, None], ds * scale, 0.0).astype(cd)
-  dq = jnp.einsum("bkgts,bksh->bkgth", ds, k, preferred_element_type=F32)
+  dq = jnp.einsum("bkgts,bksh->bkgth", ds, k, preferred_element_type=F32, precision=hp)
   rows = lambda x: x.reshape(B, K, G * T, -1)  # noqa: E731
   dk = jnp.einsum("bksx,bkxh->bksh", _swap_last(rows(ds)), rows(q),
-                  preferred_element_type=F32)
+                  preferred_element_type=F32, precision=hp)
   dv = jnp.einsum("bksx,bkxh->bksh", _swap_last(rows(pc)), rows(g),
-                  preferred_element_type=F32)
+                  preferred_element_type=F32, precision=hp)
   return (dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None)
 
 

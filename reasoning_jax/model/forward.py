@@ -50,7 +50,8 @@ def _scale_last_fwd(y, w):
 def _scale_last_bwd(res, g):
   y, w = res
   gy = (g.astype(F32) * y.astype(F32)).reshape(-1, w.shape[-1])
-  dw = jnp.dot(jnp.ones((1, gy.shape[0]), F32), gy, preferred_element_type=F32)
+  dw = jnp.dot(jnp.ones((1, gy.shape[0]), F32), gy, preferred_element_type=F32,
+               precision=jax.lax.Precision.HIGHEST)  # a float32 column sum: exact
   return (g * _lead(w, g.ndim)).astype(y.dtype), dw.reshape(w.shape).astype(w.dtype)
 
 

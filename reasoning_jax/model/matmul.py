@@ -18,6 +18,12 @@ CPUs and TPUs alike, measured in `benchmarks/train_step.py` (docs/benchmarks.md)
   master weights get a float32 gradient (never rounded through bf16).
 
 In float32 the result and both gradients equal plain autodiff of the einsum.
+
+Float32 operands are multiplied at `Precision.HIGHEST` (`matmul_precision`): at the
+default precision XLA runs a float32 matmul as TF32 on NVIDIA GPUs and as one bf16
+pass on TPUs, so a float32 model would silently compute with ~1e-3 relative error
+(measured on an H100: logits off by up to 1.3e-2 from transformers, which keeps
+float32 matmuls exact; sampler logprobs off by 1e-3 from a full forward pass).
 """
 from __future__ import annotations
 
@@ -30,6 +36,16 @@ import jax.numpy as jnp
 F32 = jnp.float32
 
 
+def matmul_precision(dtype) -> jax.lax.Precision | None:
+  """The precision for a matmul whose operands are `dtype`: HIGHEST for float32 (a
+  true float32 product on every backend), None (the backend default) otherwise.
+
+  bf16 operands are exact products in any mode (with float32 accumulation), so only
+  float32 needs asking; on CPU float32 is always exact, so CPU results are unchanged.
+  """
+  return jax.lax.Precision.HIGHEST if jnp.dtype(dtype) == F32 else None
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _mm(x, w, n_in: int, transpose_w: bool, out_dtype):
   """x's last `n_in` axes contracted with w's first `n_in` (with w's last axis when
@@ -37,7 +53,7 @@ def _mm(x, w, n_in: int, transpose_w: bool, out_dtype):
   # jnp.einsum (not a hand-built dot_general) so the forward lowers exactly as the
   # model's einsums always did: same HLO, same rounding on every mesh.
   y = jnp.einsum(_equation(x.ndim, w.ndim, n_in, transpose_w), x, w.astype(x.dtype),
-                 preferred_element_type=F32)
+                 preferred_element_type=F32, precision=matmul_precision(x.dtype))
   return y.astype(out_dtype or x.dtype)
 
 
@@ -64,13 +80,14 @@ def _mm_bwd(n_in, transpose_w, out_dtype, res, g):
   x2 = x.reshape(-1, k)
   g2 = g.astype(cd).reshape(x2.shape[0], -1)
   wc = w.astype(cd)
+  hp = matmul_precision(cd)
   if transpose_w:  # w [F, K]
-    dx = jnp.einsum("nf,fk->nk", g2, wc, preferred_element_type=F32)
-    dw = jnp.einsum("fn,nk->fk", _rows_to_cols(g2), x2, preferred_element_type=F32)
+    dx = jnp.einsum("nf,fk->nk", g2, wc, preferred_element_type=F32, precision=hp)
+    dw = jnp.einsum("fn,nk->fk", _rows_to_cols(g2), x2, preferred_element_type=F32, precision=hp)
   else:            # w [*in, *out] viewed as [K, F]
     w2 = wc.reshape(k, -1)
-    dx = jnp.einsum("nf,kf->nk", g2, w2, preferred_element_type=F32)
-    dw = jnp.einsum("kn,nf->kf", _rows_to_cols(x2), g2, preferred_element_type=F32)
+    dx = jnp.einsum("nf,kf->nk", g2, w2, preferred_element_type=F32, precision=hp)
+    dw = jnp.einsum("kn,nf->kf", _rows_to_cols(x2), g2, preferred_element_type=F32, precision=hp)
   return dx.astype(cd).reshape(x.shape), dw.astype(w.dtype).reshape(w.shape)
 
 

@@ -28,19 +28,22 @@ def _close(a, b):
 def test_dense_equals_einsum_and_its_autodiff_in_float32():
   """Multi-axis contraction (the attention output projection `btnh,nhd->btd`), a
   bias, and the transposed (tied-embedding) head: values and both gradients equal
-  plain einsum autodiff to float32 rounding."""
+  plain einsum autodiff to float32 rounding. The reference asks for HIGHEST precision:
+  at the default a float32 einsum runs as TF32 on a GPU (measured on an H100: 6.8e-3
+  off), while `dense` multiplies float32 exactly on every backend."""
+  hi = jax.lax.Precision.HIGHEST
   k = jax.random.split(jax.random.key(0), 5)
   x = jax.random.normal(k[0], (3, 5, 4, 8))
   w = jax.random.normal(k[1], (4, 8, 6))
   b = jax.random.normal(k[2], (6,))
-  ref = lambda x, w, b: jnp.einsum("btnh,nhd->btd", x, w) + b[None, None]
+  ref = lambda x, w, b: jnp.einsum("btnh,nhd->btd", x, w, precision=hi) + b[None, None]
   got = lambda x, w, b: dense(x, w, 2, b)
   np.testing.assert_allclose(got(x, w, b), ref(x, w, b), rtol=1e-6, atol=1e-6)
   for g, r in zip(_grads(got, x, w, b), _grads(ref, x, w, b)):
     _close(g, r)
   h = jax.random.normal(k[3], (2, 7, 8))
   e = jax.random.normal(k[4], (11, 8))
-  ref_t = lambda h, e: jnp.einsum("btd,vd->btv", h, e)
+  ref_t = lambda h, e: jnp.einsum("btd,vd->btv", h, e, precision=hi)
   np.testing.assert_allclose(dense_transposed(h, e), ref_t(h, e), rtol=1e-6, atol=1e-6)
   for g, r in zip(_grads(dense_transposed, h, e), _grads(ref_t, h, e)):
     _close(g, r)
@@ -218,3 +221,44 @@ def test_bf16_cache_is_stored_as_bits_and_reads_back_exactly():
   step, _ = rjm.forward(params, tokens[:, 6:], positions[:, 6:], cfg, cache)
   np.testing.assert_allclose(np.asarray(step[:, 0]), np.asarray(full[:, 6]),
                              rtol=0, atol=0.05 * float(jnp.max(jnp.abs(full))))
+
+
+def _dot_precisions(jaxpr) -> list:
+  """The `precision` of every dot_general in a jaxpr, sub-jaxprs (scan bodies, custom
+  VJPs, remat) included."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      found.append(eqn.params["precision"])
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr holds its Jaxpr
+        if hasattr(inner, "eqns"):
+          found += _dot_precisions(inner)
+  return found
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_float32_matmuls_ask_for_highest_precision(dtype):
+  """Every matmul of a float32 forward and its gradient asks for HIGHEST precision;
+  bf16 ones keep the backend default. Why a structural test: at the default precision
+  XLA runs float32 matmuls as TF32 on NVIDIA GPUs and as one bf16 pass on TPUs, which
+  CPU values cannot show (XLA:CPU multiplies float32 exactly either way). Measured on
+  an H100 before the fix: logits 1.3e-2 off transformers, sampler logprobs 1e-3 off a
+  full forward pass."""
+  cfg = rjm.preset("tiny", dtype=dtype)
+  params = rjm.init_params(cfg, jax.random.key(0))
+  tokens = jnp.zeros((2, 5), jnp.int32)
+  pos = jnp.broadcast_to(jnp.arange(5, dtype=jnp.int32), (2, 5))
+  loss = lambda p: jnp.sum(rjm.forward(p, tokens, pos, cfg)[0])  # noqa: E731
+  precisions = _dot_precisions(jax.make_jaxpr(jax.value_and_grad(loss))(params).jaxpr)
+  # Forward: q, k, v, o, gate, up, down, two attention products, the head; backward
+  # adds two per matmul. The count guards against a walk that misses the scan body.
+  assert len(precisions) >= 3 * 10
+  hi = jax.lax.Precision.HIGHEST
+  if dtype == "float32":
+    # The master weights are float32, so the scale_last column sums are float32 too.
+    assert all(p is not None and tuple(p) == (hi, hi) for p in precisions), precisions
+  else:
+    bf16_dots = [p for p in precisions if p is None]
+    assert len(bf16_dots) >= 3 * 10, precisions
