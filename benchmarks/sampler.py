@@ -11,6 +11,10 @@ time.
   python benchmarks/sampler.py                       # batch 1, 16, 64; 128 new tokens
   python benchmarks/sampler.py --batches 1 --skip-hf  # ours only
   python benchmarks/sampler.py --temperature 1 --top_p 0.95  # sampling, both sides
+  python benchmarks/sampler.py --hf_compile          # transformers' static cache (+ torch
+                                                     # .compile on a GPU)
+
+On a GPU transformers runs on CUDA too (`--hf_device`), timed after a synchronize.
 """
 from __future__ import annotations
 
@@ -69,7 +73,7 @@ def time_ours(params, cfg, prompts, new: int, reps: int, temperature: float = 0.
 def time_hf(model, prompts, new: int, reps: int, temperature: float = 0.0,
             top_p: float = 1.0) -> tuple[float, np.ndarray]:
   """Best wall time of transformers' `generate` on the left-padded batch (greedy, or
-  sampling with the same temperature and top-p and no top-k)."""
+  sampling with the same temperature and top-p and no top-k), on the model's device."""
   import torch
   n = max(len(p) for p in prompts)
   ids = torch.zeros((len(prompts), n), dtype=torch.long)
@@ -77,18 +81,25 @@ def time_hf(model, prompts, new: int, reps: int, temperature: float = 0.0,
   for i, p in enumerate(prompts):
     ids[i, n - len(p):] = torch.tensor(p)
     mask[i, n - len(p):] = 1
+  ids, mask = ids.to(model.device), mask.to(model.device)
+  # CUDA work is asynchronous: the clock is read only after the device is idle.
+  sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
   kw = dict(attention_mask=mask, do_sample=False, max_new_tokens=new, min_new_tokens=new,
             eos_token_id=None, pad_token_id=0)
   if temperature > 0:
     kw.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
   best, out = float("inf"), None
   with torch.inference_mode():
-    model.generate(ids[:, :], **dict(kw, max_new_tokens=2, min_new_tokens=2))  # warm-up
+    model.generate(ids, **dict(kw, max_new_tokens=2, min_new_tokens=2))  # warm-up
+    if getattr(model.generation_config, "cache_implementation", None) == "static":
+      model.generate(ids, **kw)  # torch.compile: the full-length call compiles too
     for _ in range(reps):
+      sync()
       t = time.perf_counter()
       out = model.generate(ids, **kw)
+      sync()
       best = min(best, time.perf_counter() - t)
-  return best, out[:, n:].numpy()
+  return best, out[:, n:].cpu().numpy()
 
 
 def step_bytes(cfg: rjm.ModelConfig, context: int) -> int:
@@ -109,6 +120,13 @@ def main():
   ap.add_argument("--temperature", type=float, default=0.0,
                   help="0 = greedy (default); > 0 samples on both sides")
   ap.add_argument("--top_p", type=float, default=1.0)
+  ap.add_argument("--hf_device", default="auto",
+                  help="transformers' device: auto (cuda when jax runs on a GPU and torch "
+                  "sees one, else cpu), cpu or cuda")
+  ap.add_argument("--hf_compile", action="store_true",
+                  help="transformers with a static cache, which on a GPU makes generate "
+                  "torch.compile its forward (its fastest documented path), instead of "
+                  "the default dynamic cache")
   ap.add_argument("--host_malloc", action="store_true",
                   help="tune glibc malloc first (training.host_malloc)")
   args = ap.parse_args()
@@ -127,10 +145,22 @@ def main():
     import transformers
     tmp = tempfile.mkdtemp()
     rjm.save_hf_checkpoint(params, cfg, tmp)
+    hf_device = args.hf_device
+    if hf_device == "auto":
+      hf_device = ("cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available()
+                   else "cpu")
     hf_model = transformers.AutoModelForCausalLM.from_pretrained(
-        tmp, dtype=getattr(torch, args.dtype), attn_implementation="sdpa").eval()
-    print(f"transformers {transformers.__version__}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+        tmp, dtype=getattr(torch, args.dtype), attn_implementation="sdpa"
+    ).eval().to(hf_device)
+    if args.hf_compile:
+      # With a static cache on a GPU, generate compiles the forward itself
+      # (torch.compile, mode reduce-overhead: CUDA graphs).
+      hf_model.generation_config.cache_implementation = "static"
+    how = ""
+    if args.hf_compile:  # generate compiles only on accelerators
+      how = " (static cache, torch.compile)" if hf_device != "cpu" else " (static cache)"
+    print(f"transformers {transformers.__version__}, torch {torch.__version__}, on "
+          f"{hf_device}{how}, {torch.get_num_threads()} threads")
   bw = measure_bandwidth()
   print(f"measured bandwidth: {bw / 1e9:.1f} GB/s (best of a jitted 1 GiB read and copy)")
   print(f"{'batch':>5} {'ours tok/s':>11} {'hf tok/s':>9} {'ratio':>6} {'same':>5}")
