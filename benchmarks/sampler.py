@@ -152,12 +152,11 @@ def main():
     hf_model = transformers.AutoModelForCausalLM.from_pretrained(
         tmp, dtype=getattr(torch, args.dtype), attn_implementation="sdpa"
     ).eval().to(hf_device)
-    if args.hf_compile:
-      # With a static cache on a GPU, generate compiles the forward itself
-      # (torch.compile, mode reduce-overhead: CUDA graphs).
-      hf_model.generation_config.cache_implementation = "static"
     how = ""
-    if args.hf_compile:  # generate compiles only on accelerators
+    if args.hf_compile:
+      # With a static cache on an accelerator, generate compiles the forward itself
+      # (torch.compile, mode reduce-overhead: CUDA graphs); on CPU it does not.
+      hf_model.generation_config.cache_implementation = "static"
       how = " (static cache, torch.compile)" if hf_device != "cpu" else " (static cache)"
     print(f"transformers {transformers.__version__}, torch {torch.__version__}, on "
           f"{hf_device}{how}, {torch.get_num_threads()} threads")

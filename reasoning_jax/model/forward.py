@@ -20,7 +20,7 @@ from jax import lax
 from reasoning_jax.model.attention import attention
 from reasoning_jax.model.cache import KVCache, load, store, value_dtype
 from reasoning_jax.model.config import ModelConfig
-from reasoning_jax.model.matmul import dense, dense_transposed
+from reasoning_jax.model.matmul import dense, dense_transposed, matmul_precision
 from reasoning_jax.model.params import Params
 
 F32 = jnp.float32
@@ -51,7 +51,7 @@ def _scale_last_bwd(res, g):
   y, w = res
   gy = (g.astype(F32) * y.astype(F32)).reshape(-1, w.shape[-1])
   dw = jnp.dot(jnp.ones((1, gy.shape[0]), F32), gy, preferred_element_type=F32,
-               precision=jax.lax.Precision.HIGHEST)  # a float32 column sum: exact
+               precision=matmul_precision(F32))  # a float32 column sum: exact
   return (g * _lead(w, g.ndim)).astype(y.dtype), dw.reshape(w.shape).astype(w.dtype)
 
 

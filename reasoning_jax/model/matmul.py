@@ -83,11 +83,13 @@ def _mm_bwd(n_in, transpose_w, out_dtype, res, g):
   hp = matmul_precision(cd)
   if transpose_w:  # w [F, K]
     dx = jnp.einsum("nf,fk->nk", g2, wc, preferred_element_type=F32, precision=hp)
-    dw = jnp.einsum("fn,nk->fk", _rows_to_cols(g2), x2, preferred_element_type=F32, precision=hp)
+    dw = jnp.einsum("fn,nk->fk", _rows_to_cols(g2), x2,
+                    preferred_element_type=F32, precision=hp)
   else:            # w [*in, *out] viewed as [K, F]
     w2 = wc.reshape(k, -1)
     dx = jnp.einsum("nf,kf->nk", g2, w2, preferred_element_type=F32, precision=hp)
-    dw = jnp.einsum("kn,nf->kf", _rows_to_cols(x2), g2, preferred_element_type=F32, precision=hp)
+    dw = jnp.einsum("kn,nf->kf", _rows_to_cols(x2), g2,
+                    preferred_element_type=F32, precision=hp)
   return dx.astype(cd).reshape(x.shape), dw.astype(w.dtype).reshape(w.shape)
 
 
