@@ -2,8 +2,8 @@
 from reasoning_jax.model.api import compute_logits, validate_tokens
 from reasoning_jax.model.cache import KVCache, cache_shardings, init_cache, repeat_cache
 from reasoning_jax.model.config import PRESETS, ModelConfig, RopeConfig, preset
-from reasoning_jax.model.forward import (decode_params, forward, forward_hidden,
-                                         logits_from_hidden)
+from reasoning_jax.model.forward import (DECODE_LAYOUTS, decode_params, forward,
+                                         forward_hidden, logits_from_hidden)
 from reasoning_jax.model.hf_checkpoint import load_hf_checkpoint, save_hf_checkpoint
 from reasoning_jax.model.scoring import token_logprobs
 from reasoning_jax.model.params import (ParamSpec, abstract_params, check_params,
@@ -11,7 +11,7 @@ from reasoning_jax.model.params import (ParamSpec, abstract_params, check_params
                                         param_specs, shard_params)
 
 __all__ = [
-    "KVCache", "ModelConfig", "ParamSpec", "PRESETS", "RopeConfig", "abstract_params",
+    "DECODE_LAYOUTS", "KVCache", "ModelConfig", "ParamSpec", "PRESETS", "RopeConfig", "abstract_params",
     "cache_shardings", "check_params", "decode_params", "param_shardings", "shard_params", "compute_logits", "forward", "forward_hidden", "init_cache",
     "init_params", "load_gguf_checkpoint", "load_hf_checkpoint", "logical_axes",
     "logits_from_hidden", "param_specs", "preset", "repeat_cache", "save_hf_checkpoint",

@@ -48,6 +48,27 @@ def attention(q_BTNH, k_BKSH, v_BKSH, mask_BTS, cfg: ModelConfig) -> jax.Array:
   return o.transpose(0, 3, 1, 2, 4).reshape(B, T, N, H).astype(q_BTNH.dtype)
 
 
+def attention_by_sums(q_BTNH, k_BKSH, v_BKSH, mask_BTS, cfg: ModelConfig) -> jax.Array:
+  """`attention`'s values with both products written as broadcast multiplies and
+  float32 sums instead of dots (no custom gradient: for decoding). On a GPU, XLA then
+  reads each layer's keys inside the score reduction and fuses the softmax with the
+  weighted sum, where the dots made it copy every layer's key and value slices out of
+  the cache for GEMM kernels (5 kernels -> 3 per layer, `benchmarks/gpu_kernels.py`).
+  The products are the dots' (exact bf16 x bf16 in float32); only the order of the
+  float32 sums may differ."""
+  B, T, N, H = q_BTNH.shape
+  K = k_BKSH.shape[1]
+  q = q_BTNH.reshape(B, T, K, N // K, H).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, H]
+  s = jnp.sum(q[:, :, :, :, None, :].astype(F32) * k_BKSH[:, :, None, None].astype(F32),
+              axis=-1) * cfg.query_scale
+  if cfg.attn_softcap:
+    s = jnp.tanh(s / cfg.attn_softcap) * cfg.attn_softcap
+  s = jnp.where(mask_BTS[:, None, None], s, MASKED)
+  p = jax.nn.softmax(s, axis=-1).astype(v_BKSH.dtype)
+  o = jnp.sum(p[..., None].astype(F32) * v_BKSH[:, :, None, None].astype(F32), axis=-2)
+  return o.transpose(0, 3, 1, 2, 4).reshape(B, T, N, H).astype(q_BTNH.dtype)
+
+
 def _probs(q_BKGTH, k_BKSH, mask_BTS, scale, softcap=0.0):
   """Float32 softmax probabilities `[B, K, G, T, S]`; masked keys get exactly 0."""
   s = jnp.einsum("bkgth,bksh->bkgts", q_BKGTH, k_BKSH, preferred_element_type=F32,

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from reasoning_jax.model.attention import attention
+from reasoning_jax.model.attention import attention, attention_by_sums
 from reasoning_jax.model.cache import KVCache, load, store, value_dtype
 from reasoning_jax.model.config import ModelConfig
 from reasoning_jax.model.matmul import dense, dense_transposed, matmul_precision
@@ -84,14 +84,38 @@ def apply_rope(x_BTnH: jax.Array, cos_BTH: jax.Array, sin_BTH: jax.Array) -> jax
   return out.astype(x_BTnH.dtype)
 
 
+def _project(x: jax.Array, p: Params, name: str, n_in: int = 1,
+             b: jax.Array | None = None) -> jax.Array:
+  """`dense(x, p[name], n_in, b)`, or with the weight stored transposed as a matrix
+  `p[name + "_t"]` `[out, in]` (`decode_params(..., layout="fused_t")`) the same
+  product from it, flattened to `[..., out]`."""
+  if name + "_t" not in p:
+    return dense(x, p[name], n_in, b)
+  x = x.reshape(*x.shape[:x.ndim - n_in], -1)
+  return dense_transposed(x, p[name + "_t"], b=b)
+
+
+def _split_heads(qkv_BTX: jax.Array, cfg: ModelConfig):
+  """q `[B, T, N, H]`, k and v `[B, T, K, H]` from a fused `[B, T, (N + 2K) H]`."""
+  B, T, _ = qkv_BTX.shape
+  nq, nk = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+  q, k, v = jnp.split(qkv_BTX, [nq, nq + nk], axis=-1)
+  return (q.reshape(B, T, cfg.n_heads, cfg.head_dim),
+          k.reshape(B, T, cfg.n_kv_heads, cfg.head_dim),
+          v.reshape(B, T, cfg.n_kv_heads, cfg.head_dim))
+
+
 def _mlp(x_BTD: jax.Array, p: Params, cfg: ModelConfig) -> jax.Array:
-  gate = dense(x_BTD, p["w_gate"])
-  up = dense(x_BTD, p["w_up"])
+  if "w_gate" not in p:  # gate/up fused by `decode_params`
+    gate, up = jnp.split(_project(x_BTD, p, "w_gate_up"), 2, axis=-1)
+  else:
+    gate = dense(x_BTD, p["w_gate"])
+    up = dense(x_BTD, p["w_up"])
   if cfg.activation == "silu":
     act = jax.nn.silu(gate.astype(F32))
   else:
     act = jax.nn.gelu(gate.astype(F32), approximate=True)
-  return dense((act * up.astype(F32)).astype(x_BTD.dtype), p["w_down"])
+  return _project((act * up.astype(F32)).astype(x_BTD.dtype), p, "w_down")
 
 
 def _masks(q_pos_BT: jax.Array, k_pos_BS: jax.Array, cfg: ModelConfig):
@@ -123,12 +147,14 @@ def _remat(body, policy: str):
 
 
 def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array,
-                   cfg: ModelConfig, cache: KVCache | None = None
-                   ) -> tuple[jax.Array, KVCache | None]:
+                   cfg: ModelConfig, cache: KVCache | None = None, *,
+                   sum_attention: bool = False) -> tuple[jax.Array, KVCache | None]:
   """Final-norm hidden states `[B, T, D]` and the updated cache.
 
   Args:
-    params: the parameter tree of `cfg` (see `param_specs`).
+    params: the parameter tree of `cfg` (see `param_specs`), or with a cache also
+      `decode_params`' forms (other layouts; unstacked layers, which then run as an
+      unrolled Python loop).
     tokens_BT: int32 token ids.
     positions_BT: int32 logical positions; a negative position marks a padding token,
       which no other token attends to.
@@ -136,6 +162,8 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
     cache: None to attend within `tokens_BT` only; else a `KVCache` whose slots
       `[index, index + T)` receive these tokens' keys and values, and every query
       attends over all valid slots.
+    sum_attention: compute attention with `attention_by_sums` (GPU decoding; no
+      gradient).
   """
   dtype = jnp.dtype(cfg.dtype)
   h = jnp.take(params["embed"], tokens_BT, axis=0).astype(dtype)
@@ -159,9 +187,12 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
     cached keys/values."""
     with jax.named_scope("attention"):
       x = rms_norm(h_BTD, p["attn_norm"], cfg)
-      q = dense(x, p["wq"], 1, p.get("bq"))
-      k = dense(x, p["wk"], 1, p.get("bk"))
-      v = dense(x, p["wv"], 1, p.get("bv"))
+      if "wq" not in p:  # q/k/v fused by `decode_params`
+        q, k, v = _split_heads(_project(x, p, "wqkv", 1, p.get("bqkv")), cfg)
+      else:
+        q = dense(x, p["wq"], 1, p.get("bq"))
+        k = dense(x, p["wk"], 1, p.get("bk"))
+        v = dense(x, p["wv"], 1, p.get("bv"))
       if cfg.qk_norm:
         q = rms_norm(q, p["q_norm"], cfg)
         k = rms_norm(k, p["k_norm"], cfg)
@@ -174,8 +205,9 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       k = apply_rope(k, cos, sin)
       k, v = kv_fn(k, v)
       mask = mask_g if mask_l is None else jnp.where(is_local, mask_l, mask_g)
-      o = attention(q, k.astype(dtype), v.astype(dtype), mask, cfg)
-      o = dense(o, p["wo"], 2)
+      o = (attention_by_sums if sum_attention else attention)(
+          q, k.astype(dtype), v.astype(dtype), mask, cfg)
+      o = _project(o, p, "wo", 2)
       if cfg.post_norms:
         o = rms_norm(o, p["post_attn_norm"], cfg)
       h_BTD = h_BTD + o
@@ -186,6 +218,9 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       return h_BTD + y
 
   if cache is None:
+    if isinstance(params["layers"], (list, tuple)):
+      raise ValueError("unstacked layers (decode_params(..., unstack=True)) are for the "
+                       "cached forward only; pass the stacked params")
     heads_major = lambda k, v: (k.swapaxes(1, 2), v.swapaxes(1, 2))  # noqa: E731
     body = _remat(lambda c, xs: (block(c, xs[0], xs[1], heads_major), None), cfg.remat)
     h, _ = lax.scan(body, h, (params["layers"], flags_L))
@@ -210,31 +245,82 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       h_BTD = block(h_BTD, p, is_local, write)
       return (h_BTD, new["k"], new["v"], l + 1), None
 
-    (h, k_all, v_all, _), _ = lax.scan(
-        layer, (h, cache.k_LBKSH, cache.v_LBKSH, jnp.zeros((), jnp.int32)),
-        (params["layers"], flags_L))
+    carry = (h, cache.k_LBKSH, cache.v_LBKSH, jnp.zeros((), jnp.int32))
+    if isinstance(params["layers"], (list, tuple)):  # `decode_params(unstack=True)`
+      for i, p in enumerate(params["layers"]):
+        carry, _ = layer(carry, (p, flags_L[i]))
+    else:
+      carry, _ = lax.scan(layer, carry, (params["layers"], flags_L))
+    h, k_all, v_all, _ = carry
     cache = KVCache(k_LBKSH=k_all, v_LBKSH=v_all, pos_BS=k_pos_BS,
                     index=cache.index + tokens_BT.shape[1])
   h = rms_norm(h, params["final_norm"], cfg)
   return h, cache
 
 
-def decode_params(params: Params, cfg: ModelConfig) -> Params:
+DECODE_LAYOUTS = ("stacked", "fused", "fused_t")
+
+
+def decode_params(params: Params, cfg: ModelConfig, *, layout: str = "stacked",
+                  unstack: bool = False) -> Params:
   """The params as the cached forward reads them fastest: in the compute dtype, with
   the stacked layer weights held as their storage bits (bf16 as uint16, see
-  `cache.storage_dtype`).
+  `cache.storage_dtype`), in one of three layouts.
 
-  Why: when a scan slices a stacked bf16 weight and feeds the slice to a matmul,
-  XLA:CPU's float normalisation converts the whole stack to float32 (hoisted out of
-  the decode loop) and converts every slice back each step, so each step moves
+  Why the bits: when a scan slices a stacked bf16 weight and feeds the slice to a
+  matmul, XLA:CPU's float normalisation converts the whole stack to float32 (hoisted
+  out of the decode loop) and converts every slice back each step, so each step moves
   several times the weight bytes. An integer stack is sliced as-is and bitcast back
   per layer (with the heads-major cache, batch-1 decode went from 26% to 33% of the
   bandwidth bound in paired runs, docs/benchmarks.md); the bitcast of the stack costs
-  one copy per call. The cached forward (`forward_hidden` with a cache) accepts
-  either form; its results are bit-identical.
+  one copy per call.
+
+  Layouts (the cached forward, `forward_hidden` with a cache, reads all of them):
+    "stacked": the weights as declared (bit-identical results).
+    "fused": q/k/v as one `[L, D, (N + 2K) H]` matrix (`wqkv`, biases `bqkv`) and
+      gate/up as one `[L, D, 2F]` (`w_gate_up`): 2 fewer products per layer. Each
+      output column is still one float32-accumulated dot over the same inputs.
+    "fused_t": "fused" with every layer matrix transposed to `[L, out, in]` (names
+      with a `_t` suffix). For GPUs: there a batch-1 step is bound by the number of
+      kernels (docs/benchmarks.md), and XLA:GPU runs a matrix-vector product whose
+      contraction axis is minor as one reduction kernel, but one with fewer than ~1024
+      output columns stored `[in, out]` as two (a multiply that writes every float32
+      product, then the reduction): `benchmarks/gpu_kernels.py` counts the kernels.
+  The fused layouts concatenate heads, so they are not for tensor-sharded weights.
+
+  With `unstack`, `params["layers"]` becomes a tuple of per-layer trees (one copy per
+  call), which the cached forward runs as an unrolled loop. For GPUs: a layer loop
+  costs kernels of its own (counter, condition), and there GEMM operands (batch > 1)
+  are copied out of a stacked weight every step, sliced in a loop or not (212 MB per
+  SmolLM2-135M step); separate buffers are read in place.
   """
+  if layout not in DECODE_LAYOUTS:
+    raise ValueError(f"decode layout {layout!r}: use one of {DECODE_LAYOUTS}")
   params = jax.tree.map(lambda x: x.astype(cfg.dtype), params)
-  return dict(params, layers=jax.tree.map(store, params["layers"]))
+  layers = params["layers"]
+  if layout != "stacked":
+    layers = _fused(layers, transpose=layout == "fused_t")
+  layers = jax.tree.map(store, layers)
+  if unstack:
+    layers = tuple(jax.tree.map(lambda x, i=i: x[i], layers) for i in range(cfg.n_layers))
+  return dict(params, layers=layers)
+
+
+def _fused(layers: Params, transpose: bool) -> Params:
+  """The layer stack with q/k/v and gate/up each concatenated on the output axis; with
+  `transpose`, every matrix as `[L, out, in]` under its name + "_t"."""
+  layers = dict(layers)
+  L, D = layers["wq"].shape[:2]
+  flat = lambda name, *lead: layers.pop(name).reshape(*lead, -1)  # noqa: E731
+  layers["wqkv"] = jnp.concatenate([flat(n, L, D) for n in ("wq", "wk", "wv")], -1)
+  if "bq" in layers:
+    layers["bqkv"] = jnp.concatenate([flat(n, L) for n in ("bq", "bk", "bv")], -1)
+  layers["w_gate_up"] = jnp.concatenate([layers.pop("w_gate"), layers.pop("w_up")], -1)
+  if transpose:
+    layers["wo"] = layers.pop("wo").reshape(L, -1, D)  # [L, N H, D]
+    for name in ("wqkv", "wo", "w_gate_up", "w_down"):
+      layers[name + "_t"] = layers.pop(name).swapaxes(1, 2)
+  return layers
 
 
 def logits_from_hidden(params: Params, h_BTD: jax.Array, cfg: ModelConfig) -> jax.Array:
@@ -249,8 +335,9 @@ def logits_from_hidden(params: Params, h_BTD: jax.Array, cfg: ModelConfig) -> ja
 
 
 def forward(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array,
-            cfg: ModelConfig, cache: KVCache | None = None
-            ) -> tuple[jax.Array, KVCache | None]:
+            cfg: ModelConfig, cache: KVCache | None = None, *,
+            sum_attention: bool = False) -> tuple[jax.Array, KVCache | None]:
   """Float32 logits `[B, T, V]` and the updated cache (see `forward_hidden`)."""
-  h, cache = forward_hidden(params, tokens_BT, positions_BT, cfg, cache)
+  h, cache = forward_hidden(params, tokens_BT, positions_BT, cfg, cache,
+                            sum_attention=sum_attention)
   return logits_from_hidden(params, h, cfg), cache

@@ -137,9 +137,15 @@ def dense(x: jax.Array, w: jax.Array, n_in: int = 1, b: jax.Array | None = None,
       out_dtype or x.dtype)
 
 
-def dense_transposed(x: jax.Array, w_FD: jax.Array, *, out_dtype=None) -> jax.Array:
+def dense_transposed(x: jax.Array, w_FD: jax.Array, b: jax.Array | None = None, *,
+                     out_dtype=None) -> jax.Array:
   """`x @ w.T` for `x [..., D]` and `w [F, D]` (a tied embedding used as the output
-  head), float32 accumulation; no transposed copy of w is made."""
+  head, or a decode weight stored transposed), float32 accumulation; no transposed
+  copy of w is made. `b` (`[F]`) is added in float32 before the final cast."""
   if w_FD.shape[1] != x.shape[-1]:
     raise ValueError(f"dense_transposed: x has {x.shape[-1]} features, w {w_FD.shape}")
-  return _mm(x, w_FD, 1, True, out_dtype)
+  if b is None:
+    return _mm(x, w_FD, 1, True, out_dtype)
+  y = _mm(x, w_FD, 1, True, F32)
+  return (y + b.reshape((1,) * (y.ndim - 1) + b.shape).astype(F32)).astype(
+      out_dtype or x.dtype)

@@ -15,7 +15,7 @@ import numpy as np
 
 from reasoning_jax import model as rjm
 from reasoning_jax.sampling import budget as bud
-from reasoning_jax.sampling.loop import Knobs, program
+from reasoning_jax.sampling.loop import Knobs, decode_plan, program
 from reasoning_jax.sampling.sharding import local_rows
 from reasoning_jax.sampling.state import SampleOutput
 
@@ -98,6 +98,16 @@ def left_pad(prompts: list[np.ndarray], length: int, rows: int
     lengths[i] = n
     valid[i] = i < len(prompts)
   return tokens, positions, lengths, valid
+
+
+def _platform(params) -> str:
+  """The platform the params live on ("cpu", "gpu", "tpu"); jax's default backend
+  for host arrays."""
+  for leaf in jax.tree.leaves(params):
+    devices = getattr(getattr(leaf, "sharding", None), "device_set", None)
+    if devices:
+      return next(iter(devices)).platform
+  return jax.default_backend()
 
 
 def generate(params, config: rjm.ModelConfig, prompts, *, key, max_new_tokens: int,
@@ -197,7 +207,8 @@ def generate(params, config: rjm.ModelConfig, prompts, *, key, max_new_tokens: i
                                                             valid))
   out = program(compiler_options)(
       params, tokens, positions, lengths, valid, knobs, cfg=config, group=group,
-      new_bucket=new_bucket, constrain=None if sharding is None else sharding.constrain)
+      new_bucket=new_bucket, constrain=None if sharding is None else sharding.constrain,
+      plan=decode_plan(_platform(params), sharding is not None))
   if procs > 1:
     lo = jax.process_index() * len(prompts) * group
     hi = lo + len(prompts) * group

@@ -146,14 +146,28 @@ def _initial_state(cache, last_R, valid_R, k: Knobs, N: int, E: int) -> DecodeSt
       window_RE=jnp.full((R, E), -1, I32))
 
 
-_STATIC = ("cfg", "group", "new_bucket", "constrain")
+@dataclasses.dataclass(frozen=True)
+class DecodePlan:
+  """Static choices of the decode step's form (hashable: a jit static argument).
+
+  Attributes:
+    layout: the decode weights' layout (`model.decode_params`).
+    unstack: per-layer weight buffers, the layers unrolled (`model.decode_params`).
+    sum_attention: decode attention as multiplies and sums (`model.attention_by_sums`).
+  """
+  layout: str = "stacked"
+  unstack: bool = False
+  sum_attention: bool = False
+
+
+_STATIC = ("cfg", "group", "new_bucket", "constrain", "plan")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def sample_program(params, tokens_BP: jax.Array, positions_BP: jax.Array,
                    prompt_len_B: jax.Array, valid_B: jax.Array, knobs: Knobs, *,
                    cfg: rjm.ModelConfig, group: int, new_bucket: int,
-                   constrain=None) -> SampleOutput:
+                   constrain=None, plan: DecodePlan = DecodePlan()) -> SampleOutput:
   """Prefill the left-padded prompts once, repeat for the group, decode until done.
 
   Args:
@@ -164,6 +178,7 @@ def sample_program(params, tokens_BP: jax.Array, positions_BP: jax.Array,
     cfg, group, new_bucket: static config, samples per prompt, new-token bucket.
     constrain: optional static callable `(pytree, kind) -> pytree` adding sharding
       constraints ("cache" or "rows"); None on one device.
+    plan: how the decode step is laid out for the backend (`decode_plan`).
   """
   B, P = tokens_BP.shape
   R = B * group
@@ -171,7 +186,7 @@ def sample_program(params, tokens_BP: jax.Array, positions_BP: jax.Array,
   # Float32 master weights with bf16 compute: cast once per call, before the loop, so
   # every decode step reads bf16 weights (half the bytes) instead of casting per use;
   # layer weights travel as bits so XLA cannot re-convert them per step.
-  params = rjm.decode_params(params, cfg)
+  params = rjm.decode_params(params, cfg, layout=plan.layout, unstack=plan.unstack)
   # The prefill fills the cache with every prompt token but computes no logits; the
   # loop's first step runs each prompt's last token again (left padding puts it in the
   # last column of every row), rewriting its slot, and chooses from its logits. So the
@@ -205,7 +220,7 @@ def sample_program(params, tokens_BP: jax.Array, positions_BP: jax.Array,
   def body(s: DecodeState):
     pos_R = rows.prompt_len_R + s.step - 1  # position of `last_R`
     logits_R1V, cache = rjm.forward(params, s.last_R[:, None], pos_R[:, None], cfg,
-                                    s.cache)
+                                    s.cache, sum_attention=plan.sum_attention)
     s = choose(dataclasses.replace(s, cache=hold(cache, "cache")), logits_R1V[:, 0],
                rows, knobs)
     return hold(s, "rows")
@@ -219,6 +234,26 @@ def sample_program(params, tokens_BP: jax.Array, positions_BP: jax.Array,
       finish_reason=s.finish_R,
       think_lengths=jnp.where(s.think_len_R < 0, s.length_R, s.think_len_R),
       prompt_lengths=prompt_len_R, group=group_R)
+
+
+def decode_plan(platform: str, sharded: bool) -> DecodePlan:
+  """How to lay out the decode step on a backend platform ("cpu", "gpu", "tpu").
+
+  GPUs get fused q/k/v and gate/up matrices stored `[out, in]` ("fused_t"), per-layer
+  weight buffers (the layers unrolled) and attention as sums: a small model's GPU
+  decode step is bound by its kernel count, and this plan runs every batch-1
+  matrix-vector product as one kernel, drops the layer loop's own kernels and the
+  per-layer copies of the KV cache and (batch > 1) of the weights
+  (`benchmarks/gpu_kernels.py`, SmolLM2-135M: 736 -> 432 kernels per step at batch 1,
+  878 -> 514 at batch 64). Tensor-sharded weights keep the stacked layout (the fused
+  matrices would mix head shards). CPUs and TPUs keep the default: on CPU the fused
+  layout measured no faster and an unrolled layer loop slower (docs/benchmarks.md);
+  TPUs are unmeasured.
+  """
+  if platform != "gpu":
+    return DecodePlan()
+  return DecodePlan(layout="stacked" if sharded else "fused_t", unstack=True,
+                    sum_attention=True)
 
 
 @functools.cache

@@ -154,12 +154,19 @@ def truncate(logits_BV: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Ar
   values, faster; see `CPU_ROWS`).
   """
   b, v = logits_BV.shape
-  if jax.default_backend() != "cpu" or b <= CPU_ROWS:
+  if b <= CPU_ROWS:
     return _truncate_rows(logits_BV, top_k, top_p)
-  padded = jnp.pad(logits_BV, ((0, -b % CPU_ROWS), (0, 0)))
-  out = lax.map(lambda x: _truncate_rows(x, top_k, top_p),
-                padded.reshape(-1, CPU_ROWS, v))
-  return out.reshape(-1, v)[:b]
+
+  def chunked(logits_BV, top_k, top_p):
+    padded = jnp.pad(logits_BV, ((0, -b % CPU_ROWS), (0, 0)))
+    out = lax.map(lambda x: _truncate_rows(x, top_k, top_p),
+                  padded.reshape(-1, CPU_ROWS, v))
+    return out.reshape(-1, v)[:b]
+
+  # Chosen by the platform the program is compiled for (not jax's default backend,
+  # which differs for CPU-placed arrays on a GPU host or a deviceless GPU compile).
+  return lax.platform_dependent(logits_BV, top_k, top_p, cpu=chunked,
+                                default=_truncate_rows)
 
 
 def _truncate_rows(logits_BV: jax.Array, top_k: jax.Array, top_p: jax.Array

@@ -115,15 +115,23 @@ def test_bfloat16_params_close_to_float32():
   assert np.abs(np.asarray(l16) - l32).max() < 0.05 * np.abs(l32).max()
 
 
+@pytest.mark.parametrize("layout", rjm.DECODE_LAYOUTS)
 @pytest.mark.parametrize("param_dtype", [None, "float32"])
-def test_decode_params_are_bit_identical(param_dtype):
-  """`decode_params` (compute dtype, layer weights as uint16 bits) changes nothing in
-  the cached forward's results, with bf16 weights and with float32 master weights."""
+def test_decode_params_are_bit_identical(param_dtype, layout):
+  """`decode_params` (compute dtype, layer weights as uint16 bits; q/k/v and gate/up
+  fused, and stored transposed, in the fused layouts) changes nothing in the cached
+  forward's results, with bf16 weights and with float32 master weights (MIXED has
+  q/k/v biases, so the fused bias is covered too)."""
   cfg = MIXED.replace(dtype="bfloat16", param_dtype=param_dtype)
   params = jax.tree.map(lambda x: x.astype(cfg.weight_dtype), _params(MIXED))
-  fast = rjm.decode_params(params, cfg)
-  assert fast["layers"]["wq"].dtype == jnp.uint16
+  fast = rjm.decode_params(params, cfg, layout=layout)
+  names = {"stacked": "wq", "fused": "wqkv", "fused_t": "wqkv_t"}
+  assert fast["layers"][names[layout]].dtype == jnp.uint16
   assert fast["embed"].dtype == jnp.bfloat16
+  if layout == "fused_t":
+    N, K, H, D = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_model
+    assert fast["layers"]["wqkv_t"].shape == (cfg.n_layers, (N + 2 * K) * H, D)
+    assert fast["layers"]["wo_t"].shape == (cfg.n_layers, D, N * H)
   cast = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
   tokens = jax.random.randint(jax.random.key(3), (2, 6), 0, cfg.vocab_size)
   pos = jnp.broadcast_to(jnp.arange(6, dtype=jnp.int32)[None], (2, 6))
@@ -205,3 +213,38 @@ def test_scale_last_gradient_equals_autodiff(shape, dtype, tol):
                  axis=tuple(range(len(shape) - 1)))
   np.testing.assert_allclose(np.asarray(dw, np.float64), exact, rtol=tol, atol=tol)
   np.testing.assert_allclose(np.asarray(rdw, np.float64), exact, rtol=10 * tol, atol=10 * tol)
+
+
+@pytest.mark.parametrize("sum_attention", [False, True])
+def test_gpu_decode_forms_equal_the_layer_loop(sum_attention):
+  """The GPU decode plan's forms compute the cached forward of the stacked layer loop
+  (float32, prefill and decode): unstacked layers (an unrolled loop, which XLA fuses
+  differently, so float32 sums may associate differently: measured 1.4e-6 on logits
+  up to 3.4) and attention as multiplies and sums instead of dots."""
+  cfg = MIXED.replace(dtype="float32")
+  tokens = jax.random.randint(jax.random.key(4), (2, 6), 0, cfg.vocab_size)
+  pos = jnp.broadcast_to(jnp.arange(6, dtype=jnp.int32)[None], (2, 6))
+  step = jax.jit(rjm.forward, static_argnums=3, static_argnames="sum_attention")
+  outs = []
+  for unstack, sums in ((False, False), (True, sum_attention)):
+    params = rjm.decode_params(_params(MIXED), cfg, layout="fused_t", unstack=unstack)
+    assert isinstance(params["layers"], tuple) == unstack
+    cache = rjm.init_cache(cfg, batch=2, length=8)
+    prefill, cache = step(params, tokens[:, :5], pos[:, :5], cfg, cache,
+                          sum_attention=sums)
+    decode, _ = step(params, tokens[:, 5:], pos[:, 5:], cfg, cache, sum_attention=sums)
+    outs.append(np.concatenate([prefill, decode], axis=1))
+  np.testing.assert_allclose(outs[1], outs[0], rtol=0, atol=1e-5)
+  assert np.abs(outs[0]).max() > 1
+
+
+def test_unstacked_layers_are_for_the_cached_forward_only():
+  cfg = MIXED.replace(dtype="float32")
+  params = rjm.decode_params(_params(MIXED), cfg, unstack=True)
+  with pytest.raises(ValueError, match="cached forward only"):
+    rjm.forward(params, jnp.zeros((1, 3), jnp.int32), jnp.zeros((1, 3), jnp.int32), cfg)
+
+
+def test_decode_params_rejects_an_unknown_layout():
+  with pytest.raises(ValueError, match="decode layout 'tiled'.*fused_t"):
+    rjm.decode_params(_params(MIXED), MIXED, layout="tiled")

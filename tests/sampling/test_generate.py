@@ -1,6 +1,7 @@
 """generate: greedy and sampled tokens against a full forward pass, groups, stop tokens,
 traced knobs (no recompilation), one prefill per prompt, bad input, sharding."""
 import functools
+import importlib
 
 import jax
 import jax.numpy as jnp
@@ -219,3 +220,38 @@ def test_compiler_options_reach_the_program_and_keep_its_results(tiny):
   assert loop.program(None) is loop.sample_program
   with pytest.raises(Exception, match="xla_no_such_option"):
     rs.generate(params, cfg, PROMPTS, compiler_options={"xla_no_such_option": 1}, **kw)
+
+
+GPU_PLAN = loop.DecodePlan(layout="fused_t", unstack=True, sum_attention=True)
+
+
+def test_decode_plan_per_platform():
+  assert loop.decode_plan("gpu", sharded=False) == GPU_PLAN
+  assert loop.decode_plan("gpu", sharded=True) == loop.DecodePlan("stacked", True, True)
+  assert loop.decode_plan("cpu", sharded=False) == loop.DecodePlan()
+  assert loop.decode_plan("tpu", sharded=False) == loop.DecodePlan()
+
+
+def test_gpu_decode_plan_gives_the_full_forward_values(tiny, monkeypatch):
+  """The plan `generate` picks on a GPU (fused `[out, in]` weights, unstacked layers,
+  attention as sums), run here on CPU: greedy tokens are the full forward's argmax, and sampled rows'
+  log-probabilities equal its recompute (float32, 1e-5), as with the default plan."""
+  cfg, params = tiny
+  gen = importlib.import_module("reasoning_jax.sampling.generate")
+  plans = []
+  monkeypatch.setattr(gen, "decode_plan", lambda *a: plans.append(a) or GPU_PLAN)
+  out = rs.generate(params, cfg, PROMPTS, key=jax.random.key(0), max_new_tokens=N_NEW,
+                    temperature=0.0)
+  assert plans, "generate did not ask for a decode plan"
+  for i, p in enumerate(PROMPTS):
+    ref = greedy_reference(params, cfg, p, N_NEW)
+    assert np.asarray(out.tokens[i]).tolist() == ref.tokens, f"row {i}"
+    lp = log_softmax(_gen_logits(params, cfg, p, ref.tokens))[np.arange(N_NEW), ref.tokens]
+    np.testing.assert_allclose(out.model_logprobs[i], lp, rtol=0, atol=1e-5)
+  out = rs.generate(params, cfg, PROMPTS, key=jax.random.key(1), max_new_tokens=N_NEW,
+                    num_samples=2, temperature=0.7, top_k=10, top_p=0.9)
+  for r in range(6):
+    gen_r = np.asarray(out.tokens[r])
+    raw = log_softmax(_gen_logits(params, cfg, PROMPTS[r // 2], gen_r))
+    np.testing.assert_allclose(out.model_logprobs[r], raw[np.arange(N_NEW), gen_r],
+                               rtol=0, atol=1e-5)
