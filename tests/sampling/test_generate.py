@@ -182,13 +182,20 @@ def test_bad_types_raise_type_errors(tiny):
 
 @pytest.mark.skipif(jax.device_count() < 8,
                     reason="needs the 8-device test mesh (conftest forces 8 CPU devices)")
-def test_sharded_rollout_gives_the_same_tokens_as_one_device(tiny):
+@pytest.mark.parametrize("platform", ["cpu", "gpu"])
+def test_sharded_rollout_gives_the_same_tokens_as_one_device(tiny, platform,
+                                                            monkeypatch):
+  """Also with the plan `generate` picks for sharded params on GPUs (per-layer
+  buffers, attention as sums), run here on CPU devices."""
   cfg, params = tiny
   kw = dict(key=jax.random.key(5), max_new_tokens=N_NEW, num_samples=2, temperature=0.8,
             top_p=0.95)
   single = rs.generate(params, cfg, PROMPTS, **kw)
   mesh = rsh.make_mesh(data=4, tensor=2)
   sharded_params = rjm.shard_params(params, cfg, mesh, rsh.ROLLOUT_RULES)
+  gen = importlib.import_module("reasoning_jax.sampling.generate")
+  monkeypatch.setattr(gen, "decode_plan",
+                      lambda _, sharded: loop.decode_plan(platform, sharded))
   out = rs.generate(sharded_params, cfg, PROMPTS, sharding=rs.RolloutSharding(mesh), **kw)
   np.testing.assert_array_equal(out.tokens, single.tokens)
   np.testing.assert_array_equal(out.lengths, single.lengths)
