@@ -80,16 +80,23 @@ def _order_key(x_BV: jax.Array) -> jax.Array:
   return jnp.where(i < 0, i ^ jnp.int32(_MAX), i)
 
 
-def _largest(pred, shape) -> jax.Array:
+def _largest(pred, shape, unroll: bool | None = None) -> jax.Array:
   """The largest int32 `t` with `pred(t)` True, per row, for a `pred` that is True up
-  to some t and False after (True at the int32 minimum): 32 halvings of the range."""
+  to some t and False after (True at the int32 minimum): 32 halvings of the range.
+  `unroll`: the halvings as an unrolled loop (None: off CPU only)."""
   def halve(_, lo_hi):
     lo, hi = lo_hi
     mid = (lo >> 1) + (hi >> 1) + ((lo | hi) & 1)  # ceil((lo + hi) / 2), no overflow
     ok = pred(mid)
     return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid - 1)
-  lo, _ = lax.fori_loop(0, 32, halve, (jnp.full(shape, _MIN, I32), jnp.full(shape, _MAX, I32)))
-  return lo
+  init = (jnp.full(shape, _MIN, I32), jnp.full(shape, _MAX, I32))
+  # Unrolled off CPU: on a GPU each pass of a rolled loop launches its own kernels
+  # (the pass's reduction, the updates, the counter and the condition), 7 per pass in
+  # all, and 224 per bisection at every decode step (benchmarks/gpu_kernels.py).
+  loop = lambda unroll: lambda x: lax.fori_loop(0, 32, halve, x, unroll=unroll)  # noqa: E731
+  if unroll is not None:
+    return loop(unroll)(init)[0]
+  return lax.platform_dependent(init, cpu=loop(False), default=loop(True))[0]
 
 
 def _keep_prefix(key_BV, cut_B, ties_B, eligible_BV):

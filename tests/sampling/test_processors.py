@@ -183,3 +183,18 @@ def test_draw_follows_softmax_across_blocks_and_never_draws_removed_tokens():
   bins_p = [b.sum() for b in np.split(p, edges)]
   assert stats.chisquare(bins_c, np.asarray(bins_p) * n).pvalue > 1e-3
   np.testing.assert_allclose(logp, np.log(p[tok]), rtol=0, atol=2e-6)
+
+
+def test_bisection_unrolled_off_cpu_finds_the_same_cuts():
+  """`vocab._largest` runs unrolled on GPUs and TPUs (fewer kernels per step); here,
+  with unrolling forced, it finds the same per-row cuts as the rolled loop, and those
+  are the exact k-th largest keys."""
+  rng = np.random.default_rng(0)
+  key = vocab._order_key(jnp.asarray(rng.normal(size=(5, 300)), jnp.float32))
+  k = jnp.asarray([1, 7, 50, 299, 300], jnp.int32)
+  count = lambda t: jnp.sum(key >= t[:, None], axis=-1) >= k  # noqa: E731
+  cuts = [np.asarray(jax.jit(lambda u=u: vocab._largest(count, (5,), unroll=u))())
+          for u in (False, True)]
+  np.testing.assert_array_equal(cuts[0], cuts[1])
+  want = np.sort(np.asarray(key), axis=-1)[np.arange(5), 300 - np.asarray(k)]
+  np.testing.assert_array_equal(cuts[1], want)
