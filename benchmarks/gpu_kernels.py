@@ -197,7 +197,7 @@ def main():
   ap.add_argument("--new", type=int, default=128)
   ap.add_argument("--show", type=int, default=25, help="kernel kinds to list")
   ap.add_argument("--layout", default=None, choices=rjm.DECODE_LAYOUTS,
-                  help="the decode weights' layout (default: what generate picks on a GPU)")
+                  help="the decode weights' layout (default: generate's pick on a GPU)")
   ap.add_argument("--unstack", type=int, default=None, choices=(0, 1),
                   help="per-layer weights, layers unrolled (default: what generate does "
                   "on a GPU)")
@@ -218,9 +218,10 @@ def main():
   except RuntimeError as e:
     if "cuda" not in str(e).lower():
       raise
+    v = jax.__version__
     raise SystemExit(f"cannot compile for a GPU here ({e}); install the jax CUDA plugin "
-                     f"of this jax: pip install --no-deps jax-cuda13-pjrt=={jax.__version__}"
-                     f" jax-cuda13-plugin=={jax.__version__}") from None
+                     f"of this jax: pip install --no-deps jax-cuda13-pjrt=={v} "
+                     f"jax-cuda13-plugin=={v}") from None
   if args.dump:
     with open(args.dump, "w") as f:
       f.write(hlo)

@@ -11,7 +11,8 @@ from reasoning_jax.model.params import (ParamSpec, abstract_params, check_params
                                         param_specs, shard_params)
 
 __all__ = [
-    "DECODE_LAYOUTS", "KVCache", "ModelConfig", "ParamSpec", "PRESETS", "RopeConfig", "abstract_params",
+    "DECODE_LAYOUTS", "KVCache", "ModelConfig", "ParamSpec", "PRESETS", "RopeConfig",
+    "abstract_params",
     "cache_shardings", "check_params", "decode_params", "param_shardings", "shard_params", "compute_logits", "forward", "forward_hidden", "init_cache",
     "init_params", "load_gguf_checkpoint", "load_hf_checkpoint", "logical_axes",
     "logits_from_hidden", "param_specs", "preset", "repeat_cache", "save_hf_checkpoint",

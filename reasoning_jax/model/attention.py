@@ -30,14 +30,26 @@ F32 = jnp.float32
 MASKED = -1e30
 
 
-def attention(q_BTNH, k_BKSH, v_BKSH, mask_BTS, cfg: ModelConfig) -> jax.Array:
+def attention(q_BTNH, k_BKSH, v_BKSH, mask_BTS, cfg: ModelConfig, *,
+              by_sums: bool = False) -> jax.Array:
   """Grouped-query attention with optional soft cap; softmax in float32. Keys and
   values come heads-major (`[B, K, S, H]`, the KV cache's layout); the result is
-  `[B, T, N, H]` in q's dtype."""
+  `[B, T, N, H]` in q's dtype.
+
+  `by_sums` writes both products as broadcast multiplies and float32 sums instead of
+  dots (no custom gradient: for decoding). On a GPU, XLA then reads each layer's keys
+  inside the score reduction and fuses the softmax with the weighted sum, where the
+  dots made it copy every layer's key and value slices out of the cache for GEMM
+  kernels (5 kernels -> 3 per layer, `benchmarks/gpu_kernels.py`). The products are
+  the dots' (exact bf16 x bf16 in float32); only the order of the float32 sums may
+  differ."""
   B, T, N, H = q_BTNH.shape
   K = k_BKSH.shape[1]
   q_BKGTH = q_BTNH.reshape(B, T, K, N // K, H).transpose(0, 2, 3, 1, 4)
-  if cfg.attn_softcap:  # Gemma 2: autodiff through the tanh (rarely trained here)
+  if by_sums:
+    o = _attend_by_sums(q_BKGTH, k_BKSH, v_BKSH, mask_BTS, cfg.query_scale,
+                        cfg.attn_softcap)
+  elif cfg.attn_softcap:  # Gemma 2: autodiff through the tanh (rarely trained here)
     o = _attend_autodiff(q_BKGTH, k_BKSH, v_BKSH, mask_BTS, cfg.query_scale,
                          cfg.attn_softcap)
   else:
@@ -48,36 +60,28 @@ def attention(q_BTNH, k_BKSH, v_BKSH, mask_BTS, cfg: ModelConfig) -> jax.Array:
   return o.transpose(0, 3, 1, 2, 4).reshape(B, T, N, H).astype(q_BTNH.dtype)
 
 
-def attention_by_sums(q_BTNH, k_BKSH, v_BKSH, mask_BTS, cfg: ModelConfig) -> jax.Array:
-  """`attention`'s values with both products written as broadcast multiplies and
-  float32 sums instead of dots (no custom gradient: for decoding). On a GPU, XLA then
-  reads each layer's keys inside the score reduction and fuses the softmax with the
-  weighted sum, where the dots made it copy every layer's key and value slices out of
-  the cache for GEMM kernels (5 kernels -> 3 per layer, `benchmarks/gpu_kernels.py`).
-  The products are the dots' (exact bf16 x bf16 in float32); only the order of the
-  float32 sums may differ."""
-  B, T, N, H = q_BTNH.shape
-  K = k_BKSH.shape[1]
-  q = q_BTNH.reshape(B, T, K, N // K, H).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, H]
-  s = jnp.sum(q[:, :, :, :, None, :].astype(F32) * k_BKSH[:, :, None, None].astype(F32),
-              axis=-1) * cfg.query_scale
-  if cfg.attn_softcap:
-    s = jnp.tanh(s / cfg.attn_softcap) * cfg.attn_softcap
-  s = jnp.where(mask_BTS[:, None, None], s, MASKED)
-  p = jax.nn.softmax(s, axis=-1).astype(v_BKSH.dtype)
-  o = jnp.sum(p[..., None].astype(F32) * v_BKSH[:, :, None, None].astype(F32), axis=-2)
-  return o.transpose(0, 3, 1, 2, 4).reshape(B, T, N, H).astype(q_BTNH.dtype)
-
-
 def _probs(q_BKGTH, k_BKSH, mask_BTS, scale, softcap=0.0):
   """Float32 softmax probabilities `[B, K, G, T, S]`; masked keys get exactly 0."""
   s = jnp.einsum("bkgth,bksh->bkgts", q_BKGTH, k_BKSH, preferred_element_type=F32,
                  precision=matmul_precision(q_BKGTH.dtype))
-  s = s * scale
+  return _softmax(s, mask_BTS, scale, softcap)
+
+
+def _softmax(s_BKGTS, mask_BTS, scale, softcap):
+  """The float32 softmax of scaled (soft-capped) scores over keys, masked keys 0."""
+  s = s_BKGTS * scale
   if softcap:
     s = jnp.tanh(s / softcap) * softcap
   s = jnp.where(mask_BTS[:, None, None], s, MASKED)
   return jax.nn.softmax(s, axis=-1)
+
+
+def _attend_by_sums(q_BKGTH, k_BKSH, v_BKSH, mask_BTS, scale, softcap):
+  """`_attend_autodiff`'s values with the products as multiplies and float32 sums."""
+  q = q_BKGTH[:, :, :, :, None].astype(F32)
+  s = jnp.sum(q * k_BKSH[:, :, None, None].astype(F32), axis=-1)
+  p = _softmax(s, mask_BTS, scale, softcap).astype(v_BKSH.dtype)
+  return jnp.sum(p[..., None].astype(F32) * v_BKSH[:, :, None, None].astype(F32), axis=-2)
 
 
 def _attend_autodiff(q_BKGTH, k_BKSH, v_BKSH, mask_BTS, scale, softcap):

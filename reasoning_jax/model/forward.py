@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from reasoning_jax.model.attention import attention, attention_by_sums
+from reasoning_jax.model.attention import attention
 from reasoning_jax.model.cache import KVCache, load, store, value_dtype
 from reasoning_jax.model.config import ModelConfig
 from reasoning_jax.model.matmul import dense, dense_transposed, matmul_precision
@@ -162,8 +162,8 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
     cache: None to attend within `tokens_BT` only; else a `KVCache` whose slots
       `[index, index + T)` receive these tokens' keys and values, and every query
       attends over all valid slots.
-    sum_attention: compute attention with `attention_by_sums` (GPU decoding; no
-      gradient).
+    sum_attention: attention's products as sums (`attention(..., by_sums=True)`;
+      GPU decoding, no gradient).
   """
   dtype = jnp.dtype(cfg.dtype)
   h = jnp.take(params["embed"], tokens_BT, axis=0).astype(dtype)
@@ -205,8 +205,8 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       k = apply_rope(k, cos, sin)
       k, v = kv_fn(k, v)
       mask = mask_g if mask_l is None else jnp.where(is_local, mask_l, mask_g)
-      o = (attention_by_sums if sum_attention else attention)(
-          q, k.astype(dtype), v.astype(dtype), mask, cfg)
+      o = attention(q, k.astype(dtype), v.astype(dtype), mask, cfg,
+                    by_sums=sum_attention)
       o = _project(o, p, "wo", 2)
       if cfg.post_norms:
         o = rms_norm(o, p["post_attn_norm"], cfg)

@@ -130,9 +130,14 @@ def dense(x: jax.Array, w: jax.Array, n_in: int = 1, b: jax.Array | None = None,
   ins = x.shape[x.ndim - n_in:]
   if w.shape[:n_in] != ins:
     raise ValueError(f"dense: x's contracted axes {ins} do not match w's {w.shape[:n_in]}")
+  return _with_bias(x, w, n_in, False, b, out_dtype)
+
+
+def _with_bias(x, w, n_in: int, transpose_w: bool, b, out_dtype) -> jax.Array:
+  """`_mm`, with the optional bias added in float32 before the final cast."""
   if b is None:
-    return _mm(x, w, n_in, False, out_dtype)
-  y = _mm(x, w, n_in, False, F32)
+    return _mm(x, w, n_in, transpose_w, out_dtype)
+  y = _mm(x, w, n_in, transpose_w, F32)
   return (y + b.reshape((1,) * (y.ndim - b.ndim) + b.shape).astype(F32)).astype(
       out_dtype or x.dtype)
 
@@ -144,8 +149,4 @@ def dense_transposed(x: jax.Array, w_FD: jax.Array, b: jax.Array | None = None, 
   copy of w is made. `b` (`[F]`) is added in float32 before the final cast."""
   if w_FD.shape[1] != x.shape[-1]:
     raise ValueError(f"dense_transposed: x has {x.shape[-1]} features, w {w_FD.shape}")
-  if b is None:
-    return _mm(x, w_FD, 1, True, out_dtype)
-  y = _mm(x, w_FD, 1, True, F32)
-  return (y + b.reshape((1,) * (y.ndim - 1) + b.shape).astype(F32)).astype(
-      out_dtype or x.dtype)
+  return _with_bias(x, w_FD, 1, True, b, out_dtype)

@@ -153,7 +153,7 @@ class DecodePlan:
   Attributes:
     layout: the decode weights' layout (`model.decode_params`).
     unstack: per-layer weight buffers, the layers unrolled (`model.decode_params`).
-    sum_attention: decode attention as multiplies and sums (`model.attention_by_sums`).
+    sum_attention: decode attention as multiplies and sums (`attention(by_sums=True)`).
   """
   layout: str = "stacked"
   unstack: bool = False

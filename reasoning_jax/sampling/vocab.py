@@ -93,10 +93,11 @@ def _largest(pred, shape, unroll: bool | None = None) -> jax.Array:
   # Unrolled off CPU: on a GPU each pass of a rolled loop launches its own kernels
   # (the pass's reduction, the updates, the counter and the condition), 7 per pass in
   # all, and 224 per bisection at every decode step (benchmarks/gpu_kernels.py).
-  loop = lambda unroll: lambda x: lax.fori_loop(0, 32, halve, x, unroll=unroll)  # noqa: E731
-  if unroll is not None:
-    return loop(unroll)(init)[0]
-  return lax.platform_dependent(init, cpu=loop(False), default=loop(True))[0]
+  rolled = lambda x: lax.fori_loop(0, 32, halve, x)  # noqa: E731
+  unrolled = lambda x: lax.fori_loop(0, 32, halve, x, unroll=True)  # noqa: E731
+  if unroll is None:
+    return lax.platform_dependent(init, cpu=rolled, default=unrolled)[0]
+  return (unrolled if unroll else rolled)(init)[0]
 
 
 def _keep_prefix(key_BV, cut_B, ties_B, eligible_BV):
