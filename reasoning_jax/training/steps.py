@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+from jax import lax
 
 from reasoning_jax import model as rjm
 from reasoning_jax.objectives import ObjectiveInputs
@@ -44,6 +45,37 @@ class SeqBatch:
   sampler_logp_BT: jax.Array
 
 
+def global_norm(tree) -> jax.Array:
+  """The L2 norm of all leaves together, as a float32 scalar (`optax.tree.norm`).
+
+  Each leaf's sum of squares is a dot of the leaf with itself over all its axes, not
+  a square and a reduction: XLA:CPU's fast-compile emitters (`compile_mode`) fused the
+  reductions of every small leaf into one kernel and unrolled them, which LLVM took
+  ~7 of the ~8 s of compiling the tests' 1-layer RL update for (docs/benchmarks.md).
+  The dot accumulates in float32 at full precision (TPUs otherwise multiply float32 in
+  bf16 passes) and needs no reshape, so sharded leaves stay sharded.
+  """
+  total = jnp.zeros((), jnp.float32)
+  for x in jax.tree.leaves(tree):
+    axes = tuple(range(x.ndim))
+    total = total + lax.dot_general(x, x, ((axes, axes), ((), ())),
+                                    preferred_element_type=jnp.float32,
+                                    precision=lax.Precision.HIGHEST)
+  return jnp.sqrt(total)
+
+
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+  """`optax.clip_by_global_norm` with the norm from `global_norm` (same rule: updates
+  pass unchanged when their norm is below `max_norm`, else are scaled to it)."""
+  def update_fn(updates, state, params=None):
+    del params
+    g_norm = global_norm(updates)
+    keep = g_norm < max_norm
+    clip = lambda t: lax.select(keep, t, (t / g_norm.astype(t.dtype)) * max_norm)  # noqa: E731
+    return jax.tree.map(clip, updates), state
+  return optax.GradientTransformation(optax.init_empty_state, update_fn)
+
+
 def make_optimizer(learning_rate: float, *, total_steps: int, warmup_steps: int = 0,
                    schedule: str = "constant", b2: float = 0.999, eps: float = 1e-8,
                    weight_decay: float = 0.0, grad_clip: float = 1.0
@@ -61,7 +93,7 @@ def make_optimizer(learning_rate: float, *, total_steps: int, warmup_steps: int 
                                 [warmup_steps])
   else:
     raise ValueError(f"unknown schedule {schedule!r}; use 'constant' or 'cosine'")
-  parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip else []
+  parts = [clip_by_global_norm(grad_clip)] if grad_clip else []
   parts.append(optax.adamw(lr, b2=b2, eps=eps, weight_decay=weight_decay))
   return optax.chain(*parts)
 
@@ -80,7 +112,7 @@ def _split_rows(batch: SeqBatch, n: int, group: int) -> list[SeqBatch]:
 
 
 def _guarded_update(params, opt_state, grads, loss, tx: optax.GradientTransformation):
-  gnorm = optax.tree.norm(grads)
+  gnorm = global_norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
   updates, new_opt = tx.update(grads, opt_state, params)
   new_params = optax.apply_updates(params, updates)
