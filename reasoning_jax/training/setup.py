@@ -13,6 +13,7 @@ from reasoning_jax.data.tasks import ColdStart, get_task
 from reasoning_jax.objectives import ObjectiveInputs
 from reasoning_jax.objectives.registry import get_objective
 from reasoning_jax.training.codec import Codec
+from reasoning_jax.training.compile_mode import compiler_options
 from reasoning_jax.training.config import Experiment
 
 # Objectives whose rollouts are rationales with a teacher-forced gold answer.
@@ -41,6 +42,19 @@ def build_codec(exp: Experiment, task) -> Codec:
   return Codec(load_tokenizer(name))
 
 
+def init_params(cfg: rjm.ModelConfig, key: jax.Array, compile_mode: str = "auto"):
+  """`model.init_params` as one program compiled under the run's compile mode.
+
+  Run eagerly it compiles a random-normal program for every distinct weight shape
+  (~4 s for the tests' 1-layer model on a 2-core CPU, every fresh process); as one
+  jitted program with the fast CPU options it takes ~1 s. The values are the same
+  bits (threefry is integer arithmetic; checked in tests/training/test_steps.py).
+  """
+  n = sum(x.size for x in jax.tree.leaves(rjm.abstract_params(cfg)))
+  opts = compiler_options(compile_mode, n, jax.default_backend())
+  return jax.jit(rjm.init_params, static_argnums=0, compiler_options=opts)(cfg, key)
+
+
 def build_model(exp: Experiment, codec: Codec, key: jax.Array):
   """(config, params): a random preset sized to the codec, or a loaded checkpoint."""
   m = exp.model
@@ -59,7 +73,7 @@ def build_model(exp: Experiment, codec: Codec, key: jax.Array):
     over = dict(m.overrides)
     over.setdefault("vocab_size", codec.vocab_size)
     cfg = rjm.preset(m.preset, dtype=m.dtype, param_dtype=m.param_dtype or None, **over)
-    params = rjm.init_params(cfg, key)
+    params = init_params(cfg, key, exp.run.compile_mode)
   cfg = cfg.replace(param_dtype=m.param_dtype or None, remat=m.remat)
   if cfg.weight_dtype != params["final_norm"].dtype:
     params = jax.tree.map(lambda x: x.astype(cfg.weight_dtype), params)

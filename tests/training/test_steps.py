@@ -1,5 +1,5 @@
 """The optimizer's global-norm clipping (`steps.global_norm`, `steps.clip_by_global_norm`)
-against optax's and a float64 reference."""
+against optax's and a float64 reference, and the jitted parameter init of a run."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,3 +44,16 @@ def test_clip_equals_optax_clip_by_global_norm(max_norm):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(x))
   if max_norm < 1:
     np.testing.assert_allclose(_norm64(ours), max_norm, rtol=2e-6)
+
+
+@pytest.mark.parametrize("mode", ["fast", "optimized"])
+def test_jitted_init_gives_the_eager_init_bits(mode):
+  from reasoning_jax import model as rjm
+  from reasoning_jax.training.setup import init_params
+  cfg = rjm.preset("tiny", vocab_size=40)
+  key = jax.random.key(3)
+  got, want = init_params(cfg, key, mode), rjm.init_params(cfg, key)
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    assert a.dtype == b.dtype
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
