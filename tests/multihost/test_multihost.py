@@ -6,8 +6,8 @@ The runs are module fixtures, shared by the tests that compare them:
 
   two    2 processes, SFT 2 + GARL 2 steps, a checkpoint after every step
   one    the same job in 1 process with 8 devices
-  part   2 processes, the same job stopped after step 3 (RLConfig.steps = 1)
-  resumed2 / resumed1   copies of `part` resumed to step 4 by 2 processes / by 1
+  resumed2 / resumed1   `two`'s checkpoints of steps 1-3 (as if it had died after
+         step 3) resumed to step 4 by 2 processes / by 1
 
 GARL rather than GRPO: an untrained model earns no exact-match reward, so GRPO's
 advantages are all 0 and its gradients are rounding noise (~1e-9) that Adam scales up
@@ -96,13 +96,13 @@ def runs(tmp_path_factory):
   base = tmp_path_factory.mktemp("mh")
   gin = base / "job.gin"
   gin.write_text(GIN)
-  w = {k: base / k for k in ("two", "one", "part", "resumed2", "resumed1")}
+  w = {k: base / k for k in ("two", "one", "resumed2", "resumed1")}
   for p in w.values():
     p.mkdir()
   out = {"two": _train(w["two"], gin, 2), "one": _train(w["one"], gin, 1)}
-  _train(w["part"], gin, 2, "--gin_param", "RLConfig.steps = 1")
   for k in ("resumed2", "resumed1"):
-    shutil.copytree(w["part"] / "checkpoints", w[k] / "checkpoints")
+    shutil.copytree(w["two"] / "checkpoints", w[k] / "checkpoints")
+    shutil.rmtree(w[k] / "checkpoints" / "4")  # died after step 3's checkpoint
   out["resumed2"] = _train(w["resumed2"], gin, 2)
   out["resumed1"] = _train(w["resumed1"], gin, 1)
   return w, out
@@ -135,7 +135,7 @@ def _indices(workdir, proc):
     return [json.loads(line) for line in f]
 
 
-@pytest.mark.slow  # the shared runs (fixture) take ~2.5 min on 2 cores
+@pytest.mark.slow  # the shared runs (fixture) take ~2 min on 2 cores
 def test_two_processes_equal_one(runs):
   """Every step's params (SFT and RL) and data-iterator state: 2x4 == 1x8."""
   w, out = runs
@@ -149,7 +149,7 @@ def test_two_processes_equal_one(runs):
   assert "[p0] final:" in out["two"] and "[p1] INFO" not in out["two"]
 
 
-@pytest.mark.slow  # the shared runs (fixture) take ~2.5 min on 2 cores
+@pytest.mark.slow  # the shared runs (fixture) take ~2 min on 2 cores
 def test_each_example_once_per_epoch(runs):
   """Each process fed its own contiguous half of every global batch; together they
   fed exactly the 1-process run's examples, none twice within the epoch."""
@@ -166,14 +166,11 @@ def test_each_example_once_per_epoch(runs):
     assert len(seen) == len(set(seen)) == 16 and max(seen) < size
 
 
-@pytest.mark.slow  # the shared runs (fixture) take ~2.5 min on 2 cores
+@pytest.mark.slow  # the shared runs (fixture) take ~2 min on 2 cores
 def test_resume_on_two_and_on_one_process(runs):
   """A 2-process checkpoint (step 3) resumed by 2 processes and by 1 process both
-  continue exactly as the uninterrupted run; restored on 1 process it has the same
-  params as the 2-process run had at that step."""
+  continue exactly as the uninterrupted run."""
   w, out = runs
-  p3, _ = _params(w["part"], 3)
-  _assert_close(p3, _params(w["two"], 3)[0])
   final = _params(w["two"], 4)
   for k in ("resumed2", "resumed1"):
     assert "resumed from checkpoint step 3" in out[k]

