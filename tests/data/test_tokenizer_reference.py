@@ -46,8 +46,9 @@ def _check_chat(ref, ours, chats, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def smollm2(smollm2_reference):
-  return smollm2_reference[4], load_gguf_tokenizer(smollm2_reference[0])
+def smollm2(smollm2_hf_tokenizer):
+  path, ref = smollm2_hf_tokenizer
+  return ref, load_gguf_tokenizer(path)
 
 
 def test_smollm2_gguf_ids_and_chat_match_transformers(smollm2):
