@@ -12,16 +12,21 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tests never reach a hub: transformers must use what the test builds on disk.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# One persistent compilation cache for the whole suite (both xdist workers and every
+# subprocess: CLI, multihost, notebook kernels, the SIGKILL test's children), so
+# repeated programs compile once, and no test writes to the user's
+# ~/.cache/reasoning_jax (the trainer's default, which a warm machine would otherwise
+# lend the suite: a fresh CI machine has it empty).
+_CACHE = os.environ.get(
+    "REASONING_JAX_TEST_CACHE",
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".jax_cache"))
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
-# One persistent compilation cache for the whole suite (and both xdist workers), so
-# repeated shapes across tests and across CI runs compile once.
-_CACHE = os.environ.get(
-    "REASONING_JAX_TEST_CACHE",
-    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".jax_cache"))
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
