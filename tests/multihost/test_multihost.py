@@ -30,7 +30,6 @@ import numpy as np
 import pytest
 
 from reasoning_jax.training.checkpoint import CheckpointManager
-from tests.conftest import _CACHE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GIN = """
@@ -61,9 +60,7 @@ RunConfig.plots = False
 
 
 def _env(index_log=None, devices=None):
-  env = dict(os.environ)
-  env["JAX_COMPILATION_CACHE_DIR"] = _CACHE
-  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+  env = dict(os.environ)  # with conftest's JAX_COMPILATION_CACHE_DIR: the suite's cache
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
   for k in ("REASONING_JAX_COORDINATOR", "REASONING_JAX_INDEX_LOG"):
