@@ -1,4 +1,5 @@
 """Pure-functional decoder-only transformers (Llama, Qwen2/3, Gemma 2/3) and checkpoints."""
+from reasoning_jax.model import cpu_matvec
 from reasoning_jax.model.api import compute_logits, validate_tokens
 from reasoning_jax.model.cache import KVCache, cache_shardings, init_cache, repeat_cache
 from reasoning_jax.model.config import PRESETS, ModelConfig, RopeConfig, preset
@@ -13,7 +14,7 @@ from reasoning_jax.model.params import (ParamSpec, abstract_params, check_params
 __all__ = [
     "DECODE_LAYOUTS", "KVCache", "ModelConfig", "ParamSpec", "PRESETS", "RopeConfig",
     "abstract_params",
-    "cache_shardings", "check_params", "decode_params", "param_shardings", "shard_params", "compute_logits", "forward", "forward_hidden", "init_cache",
+    "cache_shardings", "check_params", "cpu_matvec", "decode_params", "param_shardings", "shard_params", "compute_logits", "forward", "forward_hidden", "init_cache",
     "init_params", "load_gguf_checkpoint", "load_hf_checkpoint", "logical_axes",
     "logits_from_hidden", "param_specs", "preset", "repeat_cache", "save_hf_checkpoint",
     "token_logprobs", "validate_tokens",

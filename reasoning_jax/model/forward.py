@@ -11,12 +11,14 @@ N query heads, K kv heads, G = N // K, H head dim, F ffw, V vocab, L layers.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from reasoning_jax.model import cpu_matvec as cpu_kernel
 from reasoning_jax.model.attention import attention
 from reasoning_jax.model.cache import KVCache, load, store, value_dtype
 from reasoning_jax.model.config import ModelConfig
@@ -84,15 +86,41 @@ def apply_rope(x_BTnH: jax.Array, cos_BTH: jax.Array, sin_BTH: jax.Array) -> jax
   return out.astype(x_BTnH.dtype)
 
 
+class _InStack(NamedTuple):
+  """Layer `layer` of a stacked bf16-bits matrix (`[L, *in, *out]`, or `[L, out, in]`
+  under a "_t" name), multiplied by the kernel of `model.cpu_matvec`."""
+  stack: jax.Array
+  layer: jax.Array
+
+
+# The layer matrices (any decode layout) that `cpu_matvec` may multiply in place.
+_MATRICES = frozenset({"wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down", "wqkv",
+                       "w_gate_up", "wqkv_t", "wo_t", "w_gate_up_t", "w_down_t"})
+
+
 def _project(x: jax.Array, p: Params, name: str, n_in: int = 1,
              b: jax.Array | None = None) -> jax.Array:
   """`dense(x, p[name], n_in, b)`, or with the weight stored transposed as a matrix
   `p[name + "_t"]` `[out, in]` (`decode_params(..., layout="fused_t")`) the same
-  product from it, flattened to `[..., out]`."""
-  if name + "_t" not in p:
-    return dense(x, p[name], n_in, b)
-  x = x.reshape(*x.shape[:x.ndim - n_in], -1)
-  return dense_transposed(x, p[name + "_t"], b=b)
+  product from it, flattened to `[..., out]`; by `cpu_matvec` when the weight is an
+  `_InStack`."""
+  transposed = name + "_t" in p
+  w = p[name + "_t"] if transposed else p[name]
+  if not isinstance(w, _InStack):
+    if not transposed:
+      return dense(x, w, n_in, b)
+    return dense_transposed(x.reshape(*x.shape[:x.ndim - n_in], -1), w, b=b)
+  lead = x.shape[:x.ndim - n_in]
+  x_MK = x.reshape(math.prod(lead), -1)
+  if transposed:
+    y = cpu_kernel.matvec_t(x_MK, w.stack, w.layer).reshape(*lead, -1)
+  else:
+    stack = w.stack.reshape(w.stack.shape[0], x_MK.shape[1], -1)
+    out = w.stack.shape[1 + n_in:]
+    y = cpu_kernel.matvec(x_MK, stack, w.layer).reshape(*lead, *out)
+  if b is not None:
+    y = y + _lead(b.astype(F32), y.ndim)
+  return y.astype(x.dtype)
 
 
 def _split_heads(qkv_BTX: jax.Array, cfg: ModelConfig):
@@ -109,8 +137,8 @@ def _mlp(x_BTD: jax.Array, p: Params, cfg: ModelConfig) -> jax.Array:
   if "w_gate" not in p:  # gate/up fused by `decode_params`
     gate, up = jnp.split(_project(x_BTD, p, "w_gate_up"), 2, axis=-1)
   else:
-    gate = dense(x_BTD, p["w_gate"])
-    up = dense(x_BTD, p["w_up"])
+    gate = _project(x_BTD, p, "w_gate")
+    up = _project(x_BTD, p, "w_up")
   if cfg.activation == "silu":
     act = jax.nn.silu(gate.astype(F32))
   else:
@@ -148,7 +176,8 @@ def _remat(body, policy: str):
 
 def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array,
                    cfg: ModelConfig, cache: KVCache | None = None, *,
-                   sum_attention: bool = False) -> tuple[jax.Array, KVCache | None]:
+                   sum_attention: bool = False,
+                   cpu_matvec: bool = False) -> tuple[jax.Array, KVCache | None]:
   """Final-norm hidden states `[B, T, D]` and the updated cache.
 
   Args:
@@ -164,6 +193,10 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       attends over all valid slots.
     sum_attention: attention's products as sums (`attention(..., by_sums=True)`;
       GPU decoding, no gradient).
+    cpu_matvec: with a cache, at most `cpu_matvec.MAX_ROWS` tokens in all, and stacked
+      bf16 layer matrices (or their bits, `decode_params`; any layout): run their
+      products with the CPU kernel of `model.cpu_matvec`, each reading its layer in
+      place from the stack (CPU only, no gradient). Otherwise ignored.
   """
   dtype = jnp.dtype(cfg.dtype)
   h = jnp.take(params["embed"], tokens_BT, axis=0).astype(dtype)
@@ -190,9 +223,9 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       if "wq" not in p:  # q/k/v fused by `decode_params`
         q, k, v = _split_heads(_project(x, p, "wqkv", 1, p.get("bqkv")), cfg)
       else:
-        q = dense(x, p["wq"], 1, p.get("bq"))
-        k = dense(x, p["wk"], 1, p.get("bk"))
-        v = dense(x, p["wv"], 1, p.get("bv"))
+        q = _project(x, p, "wq", 1, p.get("bq"))
+        k = _project(x, p, "wk", 1, p.get("bk"))
+        v = _project(x, p, "wv", 1, p.get("bv"))
       if cfg.qk_norm:
         q = rms_norm(q, p["q_norm"], cfg)
         k = rms_norm(k, p["k_norm"], cfg)
@@ -228,10 +261,19 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
     # The whole cache rides in the scan carry and each layer updates its own slice in
     # place (dynamic_update_slice on a carried buffer), so a decode step never copies
     # the cache; scanning it as xs/ys would rebuild it every step.
+    layers, in_place = params["layers"], {}
+    if cpu_matvec and tokens_BT.size <= cpu_kernel.MAX_ROWS and isinstance(layers, dict):
+      # The scan would slice each layer's matrix out of its stack (a copy per step);
+      # the kernel takes the whole stack and the layer index instead.
+      in_place = {n: w for n, w in layers.items()
+                  if n in _MATRICES and w.dtype in (jnp.bfloat16, jnp.uint16)}
+      layers = {n: w for n, w in layers.items() if n not in in_place}
+
     def layer(carry, xs):
       h_BTD, k_all, v_all, l = carry
       p, is_local = xs
       p = jax.tree.map(load, p)  # weights may arrive as stored bits (`decode_params`)
+      p.update({n: _InStack(w, l) for n, w in in_place.items()})
       new = {}
 
       def write(k, v):
@@ -250,7 +292,7 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       for i, p in enumerate(params["layers"]):
         carry, _ = layer(carry, (p, flags_L[i]))
     else:
-      carry, _ = lax.scan(layer, carry, (params["layers"], flags_L))
+      carry, _ = lax.scan(layer, carry, (layers, flags_L))
     h, k_all, v_all, _ = carry
     cache = KVCache(k_LBKSH=k_all, v_LBKSH=v_all, pos_BS=k_pos_BS,
                     index=cache.index + tokens_BT.shape[1])
@@ -262,7 +304,7 @@ DECODE_LAYOUTS = ("stacked", "fused", "fused_t")
 
 
 def decode_params(params: Params, cfg: ModelConfig, *, layout: str = "stacked",
-                  unstack: bool = False) -> Params:
+                  unstack: bool = False, cpu_matvec: bool = False) -> Params:
   """The params as the cached forward reads them fastest: in the compute dtype, with
   the stacked layer weights held as their storage bits (bf16 as uint16, see
   `cache.storage_dtype`), in one of three layouts.
@@ -288,6 +330,14 @@ def decode_params(params: Params, cfg: ModelConfig, *, layout: str = "stacked",
       product, then the reduction): `benchmarks/gpu_kernels.py` counts the kernels.
   The fused layouts concatenate heads, so they are not for tensor-sharded weights.
 
+  With `cpu_matvec` (a bf16 model decoded by the kernel of `model.cpu_matvec`, which
+  reads bf16 or its bits alike) the output head is added as `params["head_t"]`, one
+  bf16 `[1, V, D]` matrix (the tied embedding as is, an untied head transposed) for
+  `logits_from_hidden(..., cpu_matvec=True)`. The layer stacks stay bits even so:
+  the prefill slices them in its layer loop, and XLA:CPU converts a sliced bf16
+  stack to float32 as a whole before the loop (measured: ~380 ms per call for
+  SmolLM2-135M on a 2-core AVX2 CPU, against ~250 ms for the copy to bits).
+
   With `unstack`, `params["layers"]` becomes a tuple of per-layer trees (one copy per
   call), which the cached forward runs as an unrolled loop. For GPUs: a layer loop
   costs kernels of its own (counter, condition), and there GEMM operands (batch > 1)
@@ -303,7 +353,11 @@ def decode_params(params: Params, cfg: ModelConfig, *, layout: str = "stacked",
   layers = jax.tree.map(store, layers)
   if unstack:
     layers = tuple(jax.tree.map(lambda x, i=i: x[i], layers) for i in range(cfg.n_layers))
-  return dict(params, layers=layers)
+  extra = {}
+  if cpu_matvec and jnp.dtype(cfg.dtype) == jnp.bfloat16:
+    head = params["embed"] if cfg.tie_embeddings else params["lm_head"].T
+    extra["head_t"] = head[None]
+  return dict(params, layers=layers, **extra)
 
 
 def _fused(layers: Params, transpose: bool) -> Params:
@@ -323,9 +377,18 @@ def _fused(layers: Params, transpose: bool) -> Params:
   return layers
 
 
-def logits_from_hidden(params: Params, h_BTD: jax.Array, cfg: ModelConfig) -> jax.Array:
-  """Output logits `[B, T, V]` in float32 from final hidden states (soft cap applied)."""
-  if cfg.tie_embeddings:
+def logits_from_hidden(params: Params, h_BTD: jax.Array, cfg: ModelConfig, *,
+                       cpu_matvec: bool = False) -> jax.Array:
+  """Output logits `[B, T, V]` in float32 from final hidden states (soft cap applied).
+
+  With `cpu_matvec`, at most `cpu_matvec.MAX_ROWS` rows and the bf16 head in
+  `params["head_t"]` (`decode_params(..., cpu_matvec=True)`), the product runs in the
+  CPU kernel of `model.cpu_matvec`."""
+  B, T, D = h_BTD.shape
+  if cpu_matvec and "head_t" in params and B * T <= cpu_kernel.MAX_ROWS:
+    logits = cpu_kernel.matvec_t(h_BTD.reshape(B * T, D), params["head_t"], 0)
+    logits = logits.reshape(B, T, -1)
+  elif cfg.tie_embeddings:
     logits = dense_transposed(h_BTD, params["embed"], out_dtype=F32)
   else:
     logits = dense(h_BTD, params["lm_head"], out_dtype=F32)
@@ -336,8 +399,9 @@ def logits_from_hidden(params: Params, h_BTD: jax.Array, cfg: ModelConfig) -> ja
 
 def forward(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array,
             cfg: ModelConfig, cache: KVCache | None = None, *,
-            sum_attention: bool = False) -> tuple[jax.Array, KVCache | None]:
+            sum_attention: bool = False,
+            cpu_matvec: bool = False) -> tuple[jax.Array, KVCache | None]:
   """Float32 logits `[B, T, V]` and the updated cache (see `forward_hidden`)."""
   h, cache = forward_hidden(params, tokens_BT, positions_BT, cfg, cache,
-                            sum_attention=sum_attention)
-  return logits_from_hidden(params, h, cfg), cache
+                            sum_attention=sum_attention, cpu_matvec=cpu_matvec)
+  return logits_from_hidden(params, h, cfg, cpu_matvec=cpu_matvec), cache

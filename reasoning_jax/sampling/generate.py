@@ -208,7 +208,8 @@ def generate(params, config: rjm.ModelConfig, prompts, *, key, max_new_tokens: i
   out = program(compiler_options)(
       params, tokens, positions, lengths, valid, knobs, cfg=config, group=group,
       new_bucket=new_bucket, constrain=None if sharding is None else sharding.constrain,
-      plan=decode_plan(_platform(params), sharding is not None))
+      plan=decode_plan(_platform(params), sharding is not None, rows=rows * group,
+                       dtype=config.dtype))
   if procs > 1:
     lo = jax.process_index() * len(prompts) * group
     hi = lo + len(prompts) * group

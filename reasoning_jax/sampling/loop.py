@@ -154,10 +154,13 @@ class DecodePlan:
     layout: the decode weights' layout (`model.decode_params`).
     unstack: per-layer weight buffers, the layers unrolled (`model.decode_params`).
     sum_attention: decode attention as multiplies and sums (`attention(by_sums=True)`).
+    cpu_matvec: the decode step's products in the CPU kernel of `model.cpu_matvec`
+      (bf16 weights, at most `cpu_matvec.MAX_ROWS` rows).
   """
   layout: str = "stacked"
   unstack: bool = False
   sum_attention: bool = False
+  cpu_matvec: bool = False
 
 
 _STATIC = ("cfg", "group", "new_bucket", "constrain", "plan")
@@ -186,7 +189,8 @@ def sample_program(params, tokens_BP: jax.Array, positions_BP: jax.Array,
   # Float32 master weights with bf16 compute: cast once per call, before the loop, so
   # every decode step reads bf16 weights (half the bytes) instead of casting per use;
   # layer weights travel as bits so XLA cannot re-convert them per step.
-  params = rjm.decode_params(params, cfg, layout=plan.layout, unstack=plan.unstack)
+  params = rjm.decode_params(params, cfg, layout=plan.layout, unstack=plan.unstack,
+                             cpu_matvec=plan.cpu_matvec)
   # The prefill fills the cache with every prompt token but computes no logits; the
   # loop's first step runs each prompt's last token again (left padding puts it in the
   # last column of every row), rewriting its slot, and chooses from its logits. So the
@@ -199,7 +203,8 @@ def sample_program(params, tokens_BP: jax.Array, positions_BP: jax.Array,
   # forward pass after the last token.
   with jax.named_scope("prefill"):
     cache = hold(rjm.init_cache(cfg, B, P), "cache")
-    _, cache = rjm.forward_hidden(params, tokens_BP, positions_BP, cfg, cache)
+    _, cache = rjm.forward_hidden(params, tokens_BP, positions_BP, cfg, cache,
+                                  cpu_matvec=plan.cpu_matvec)
     cache = dataclasses.replace(cache, index=cache.index - 1)
   cache = hold(_grow_cache(cache, group, new_bucket), "cache")
   last_R = jnp.repeat(tokens_BP[:, -1], group) if group > 1 else tokens_BP[:, -1]
@@ -220,7 +225,8 @@ def sample_program(params, tokens_BP: jax.Array, positions_BP: jax.Array,
   def body(s: DecodeState):
     pos_R = rows.prompt_len_R + s.step - 1  # position of `last_R`
     logits_R1V, cache = rjm.forward(params, s.last_R[:, None], pos_R[:, None], cfg,
-                                    s.cache, sum_attention=plan.sum_attention)
+                                    s.cache, sum_attention=plan.sum_attention,
+                                    cpu_matvec=plan.cpu_matvec)
     s = choose(dataclasses.replace(s, cache=hold(cache, "cache")), logits_R1V[:, 0],
                rows, knobs)
     return hold(s, "rows")
@@ -236,8 +242,17 @@ def sample_program(params, tokens_BP: jax.Array, positions_BP: jax.Array,
       prompt_lengths=prompt_len_R, group=group_R)
 
 
-def decode_plan(platform: str, sharded: bool) -> DecodePlan:
-  """How to lay out the decode step on a backend platform ("cpu", "gpu", "tpu").
+def decode_plan(platform: str, sharded: bool, *, rows: int = 0,
+                dtype=None) -> DecodePlan:
+  """How to lay out the decode step on a backend platform ("cpu", "gpu", "tpu") for
+  `rows` decoded rows of a model computing in `dtype`.
+
+  CPUs decoding a bf16 model at batch 1 (`rows` <= `cpu_matvec.MAX_ROWS`, one device)
+  run every product of the step in the kernel of `model.cpu_matvec`, which reads the
+  bf16 weights once at close to the memory bandwidth, where XLA:CPU converts them to
+  float32 first (docs/benchmarks.md). The weights keep the stacked layout: the fused
+  and transposed ones cost copies of every layer matrix per call (~0.5 s for
+  SmolLM2-135M on a 2-core CPU). Where numba is missing, XLA's products run.
 
   GPUs get fused q/k/v and gate/up matrices stored `[out, in]` ("fused_t"), per-layer
   weight buffers (the layers unrolled) and attention as sums: a small model's GPU
@@ -250,6 +265,11 @@ def decode_plan(platform: str, sharded: bool) -> DecodePlan:
   layout measured no faster and an unrolled layer loop slower (docs/benchmarks.md);
   TPUs are unmeasured.
   """
+  if platform == "cpu":
+    if (not sharded and 0 < rows <= rjm.cpu_matvec.MAX_ROWS and dtype is not None
+        and jnp.dtype(dtype) == jnp.bfloat16 and rjm.cpu_matvec.available()):
+      return DecodePlan(cpu_matvec=True)
+    return DecodePlan()
   if platform != "gpu":
     return DecodePlan()
   return DecodePlan(layout="stacked" if sharded else "fused_t", unstack=True,

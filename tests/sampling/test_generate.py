@@ -195,7 +195,7 @@ def test_sharded_rollout_gives_the_same_tokens_as_one_device(tiny, platform,
   sharded_params = rjm.shard_params(params, cfg, mesh, rsh.ROLLOUT_RULES)
   gen = importlib.import_module("reasoning_jax.sampling.generate")
   monkeypatch.setattr(gen, "decode_plan",
-                      lambda _, sharded: loop.decode_plan(platform, sharded))
+                      lambda _, sharded, **kw: loop.decode_plan(platform, sharded, **kw))
   out = rs.generate(sharded_params, cfg, PROMPTS, sharding=rs.RolloutSharding(mesh), **kw)
   np.testing.assert_array_equal(out.tokens, single.tokens)
   np.testing.assert_array_equal(out.lengths, single.lengths)
@@ -237,6 +237,14 @@ def test_decode_plan_per_platform():
   assert loop.decode_plan("gpu", sharded=True) == loop.DecodePlan("stacked", True, True)
   assert loop.decode_plan("cpu", sharded=False) == loop.DecodePlan()
   assert loop.decode_plan("tpu", sharded=False) == loop.DecodePlan()
+  # CPU batch-1 bf16 decoding runs its products in the numba kernel (model.cpu_matvec).
+  kernel = loop.DecodePlan(cpu_matvec=True) if rjm.cpu_matvec.available() else None
+  assert loop.decode_plan("cpu", False, rows=1, dtype="bfloat16") == (
+      kernel or loop.DecodePlan())
+  for other in (dict(rows=2, dtype="bfloat16"), dict(rows=1, dtype="float32")):
+    assert loop.decode_plan("cpu", False, **other) == loop.DecodePlan()
+  assert loop.decode_plan("cpu", True, rows=1, dtype="bfloat16") == loop.DecodePlan()
+  assert loop.decode_plan("gpu", False, rows=1, dtype="bfloat16") == GPU_PLAN
 
 
 def test_gpu_decode_plan_gives_the_full_forward_values(tiny, monkeypatch):
@@ -246,7 +254,7 @@ def test_gpu_decode_plan_gives_the_full_forward_values(tiny, monkeypatch):
   cfg, params = tiny
   gen = importlib.import_module("reasoning_jax.sampling.generate")
   plans = []
-  monkeypatch.setattr(gen, "decode_plan", lambda *a: plans.append(a) or GPU_PLAN)
+  monkeypatch.setattr(gen, "decode_plan", lambda *a, **k: plans.append(a) or GPU_PLAN)
   out = rs.generate(params, cfg, PROMPTS, key=jax.random.key(0), max_new_tokens=N_NEW,
                     temperature=0.0)
   assert plans, "generate did not ask for a decode plan"

@@ -1,0 +1,100 @@
+"""A bf16 matrix-vector product for CPU decoding, as an XLA FFI custom call.
+
+Why: a batch-1 decode step reads every weight once, so it is bound by memory
+bandwidth, and XLA:CPU has no bf16 matrix-vector product: it converts each weight
+slice to float32 and runs a float32 GEMV (docs/benchmarks.md measured ~13 GB/s
+effective on a 37 GB/s machine, and 3.5 GB/s on a 2-core AVX2 EPYC). This kernel
+reads the bf16 bits once, converts in registers and accumulates in float32, on both
+the calling thread and XLA's own thread pool (`_cpu_kernel`).
+
+`matvec(x [M, K], w [L, K, N] bf16, layer) -> [M, N] float32` (and `matvec_t` for
+`[L, N, K]` stacks) takes the whole stacked weight and the layer index, so a layer
+loop passes its weights in place (a scan slicing the stack would make XLA copy each
+layer's slice out first).
+
+numba compiles the kernel on first use (a few seconds per process); `available()`
+is False where numba cannot be imported or the runtime refuses the handler, and the
+decode plan then keeps XLA's own products (`sampling.loop.decode_plan`).
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import jax
+import jax.numpy as jnp
+
+TARGETS = {True: "reasoning_jax_bf16_matvec_t", False: "reasoning_jax_bf16_matvec"}
+
+# Rows up to which the kernel beats XLA's products (each row re-reads the converted
+# weights from L1; measured on SmolLM2 layer shapes, docs/benchmarks.md).
+MAX_ROWS = 1
+
+
+@functools.cache
+def _register() -> str | None:
+  """Compile and register the handlers once; None on success, else why not."""
+  try:
+    from reasoning_jax.model import _cpu_kernel  # noqa: PLC0415 (numba is optional)
+  except Exception as e:  # noqa: BLE001 (any import or compile failure disables it)
+    return f"numba kernel unavailable: {type(e).__name__}: {e}"
+  new_capsule = ctypes.pythonapi.PyCapsule_New
+  new_capsule.restype = ctypes.py_object
+  new_capsule.argtypes = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)
+  try:
+    for transposed, fn in ((True, _cpu_kernel.handler_t), (False, _cpu_kernel.handler_n)):
+      jax.ffi.register_ffi_target(TARGETS[transposed],
+                                  new_capsule(fn.address, None, None), platform="cpu")
+  except Exception as e:  # noqa: BLE001
+    return f"XLA refused the FFI handler: {e}"
+  return None
+
+
+def available() -> bool:
+  """Whether the kernel can be used in this process (compiles it on first call)."""
+  return _register() is None
+
+
+def matvec(x_MK: jax.Array, w_LKN: jax.Array, layer: jax.Array | int) -> jax.Array:
+  """`x @ w[layer]` in float32 for bf16 weights held as bits.
+
+  Args:
+    x_MK: activations `[M, K]` (any float dtype; converted to float32, which is exact
+      for bf16).
+    w_LKN: `[L, K, N]` bfloat16 (or its bits as uint16): L stacked `[in, out]`
+      matrices, read as they are (no conversion or copy is made).
+    layer: int32 scalar, the matrix to use (traced; no copy of the slice is made;
+      clamped to [0, L) like XLA's dynamic indexing).
+
+  Returns:
+    `[M, N]` float32: each entry a float32 sum of exact bf16 x bf16 products (summed
+    in another order than XLA's dot, so results differ in the last bits).
+
+  CPU only (the custom call exists for the host platform).
+  """
+  return _call(x_MK, w_LKN, layer, transposed=False)
+
+
+def matvec_t(x_MK: jax.Array, w_LNK: jax.Array, layer: jax.Array | int) -> jax.Array:
+  """`x @ w[layer].T` for w `[L, N, K]` (stacked `[out, in]` matrices, e.g. a tied
+  embedding as the output head); otherwise as `matvec`."""
+  return _call(x_MK, w_LNK, layer, transposed=True)
+
+
+def _call(x, w, layer, transposed: bool) -> jax.Array:
+  name = "matvec_t" if transposed else "matvec"
+  k_axis = 2 if transposed else 1
+  if x.ndim != 2 or w.ndim != 3 or x.shape[1] != w.shape[k_axis]:
+    form = "[L, N, K]" if transposed else "[L, K, N]"
+    raise ValueError(f"{name}: x {x.shape} must be [M, K] and w {w.shape} {form} with "
+                     "the same K")
+  if w.dtype not in (jnp.bfloat16, jnp.uint16):
+    raise ValueError(f"{name}: w must be bfloat16 (or its bits as uint16), got "
+                     f"{w.dtype}; cast float32 weights with w.astype(jnp.bfloat16)")
+  reason = _register()
+  if reason is not None:
+    raise RuntimeError(f"{name}: {reason}; check cpu_matvec.available() first")
+  n = w.shape[1] if transposed else w.shape[2]
+  call = jax.ffi.ffi_call(TARGETS[transposed],
+                          jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32))
+  return call(x.astype(jnp.float32), w, jnp.asarray(layer, jnp.int32))
