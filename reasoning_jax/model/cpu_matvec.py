@@ -18,7 +18,6 @@ decode plan then keeps XLA's own products (`sampling.loop.decode_plan`).
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 
 import jax
@@ -26,8 +25,9 @@ import jax.numpy as jnp
 
 TARGETS = {True: "reasoning_jax_bf16_matvec_t", False: "reasoning_jax_bf16_matvec"}
 
-# Rows up to which the kernel beats XLA's products (each row re-reads the converted
-# weights from L1; measured on SmolLM2 layer shapes, docs/benchmarks.md).
+# Rows the decode plan sends to the kernel: batch 1, the case measured against XLA in
+# the sampler (docs/benchmarks.md). Each extra row re-reads the converted weights from
+# L1; two rows ran at 15-18 GB/s in microbenchmarks, not compared with XLA's GEMMs.
 MAX_ROWS = 1
 
 
@@ -35,16 +35,14 @@ MAX_ROWS = 1
 def _register() -> str | None:
   """Compile and register the handlers once; None on success, else why not."""
   try:
-    from reasoning_jax.model import _cpu_kernel  # noqa: PLC0415 (numba is optional)
+    # Imported here: numba and the kernel load only in processes that decode with it.
+    from reasoning_jax.model import _cpu_kernel  # noqa: PLC0415
   except Exception as e:  # noqa: BLE001 (any import or compile failure disables it)
     return f"numba kernel unavailable: {type(e).__name__}: {e}"
-  new_capsule = ctypes.pythonapi.PyCapsule_New
-  new_capsule.restype = ctypes.py_object
-  new_capsule.argtypes = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)
   try:
     for transposed, fn in ((True, _cpu_kernel.handler_t), (False, _cpu_kernel.handler_n)):
-      jax.ffi.register_ffi_target(TARGETS[transposed],
-                                  new_capsule(fn.address, None, None), platform="cpu")
+      jax.ffi.register_ffi_target(TARGETS[transposed], jax.ffi.pycapsule(fn.ctypes),
+                                  platform="cpu")
   except Exception as e:  # noqa: BLE001
     return f"XLA refused the FFI handler: {e}"
   return None
@@ -56,7 +54,7 @@ def available() -> bool:
 
 
 def matvec(x_MK: jax.Array, w_LKN: jax.Array, layer: jax.Array | int) -> jax.Array:
-  """`x @ w[layer]` in float32 for bf16 weights held as bits.
+  """`x @ w[layer]` in float32 for bf16 weights (or their bits).
 
   Args:
     x_MK: activations `[M, K]` (any float dtype; converted to float32, which is exact

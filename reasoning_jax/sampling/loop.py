@@ -261,9 +261,9 @@ def decode_plan(platform: str, sharded: bool, *, rows: int = 0,
   per-layer copies of the KV cache and (batch > 1) of the weights
   (`benchmarks/gpu_kernels.py`, SmolLM2-135M: 736 -> 432 kernels per step at batch 1,
   878 -> 514 at batch 64). Tensor-sharded weights keep the stacked layout (the fused
-  matrices would mix head shards). CPUs and TPUs keep the default: on CPU the fused
-  layout measured no faster and an unrolled layer loop slower (docs/benchmarks.md);
-  TPUs are unmeasured.
+  matrices would mix head shards). Other CPU cases and TPUs keep the default: with
+  XLA's products on CPU the fused layout measured no faster and an unrolled layer
+  loop slower (docs/benchmarks.md); TPUs are unmeasured.
   """
   if platform == "cpu":
     if (not sharded and 0 < rows <= rjm.cpu_matvec.MAX_ROWS and dtype is not None
