@@ -3,8 +3,8 @@ from reasoning_jax.model import cpu_matvec
 from reasoning_jax.model.api import compute_logits, validate_tokens
 from reasoning_jax.model.cache import KVCache, cache_shardings, init_cache, repeat_cache
 from reasoning_jax.model.config import PRESETS, ModelConfig, RopeConfig, preset
-from reasoning_jax.model.forward import (DECODE_LAYOUTS, decode_params, forward,
-                                         forward_hidden, logits_from_hidden)
+from reasoning_jax.model.decode_layout import DECODE_LAYOUTS, decode_params
+from reasoning_jax.model.forward import forward, forward_hidden, logits_from_hidden
 from reasoning_jax.model.hf_checkpoint import load_hf_checkpoint, save_hf_checkpoint
 from reasoning_jax.model.scoring import token_logprobs
 from reasoning_jax.model.params import (ParamSpec, abstract_params, check_params,

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 TARGETS = {True: "reasoning_jax_bf16_matvec_t", False: "reasoning_jax_bf16_matvec"}
+TAKE_TARGET = "reasoning_jax_take16"
 
 # Rows the decode plan sends to the kernel: batch 1, the case measured against XLA in
 # the sampler (docs/benchmarks.md). Each extra row re-reads the converted weights from
@@ -43,6 +44,8 @@ def _register() -> str | None:
     for transposed, fn in ((True, _cpu_kernel.handler_t), (False, _cpu_kernel.handler_n)):
       jax.ffi.register_ffi_target(TARGETS[transposed], jax.ffi.pycapsule(fn.ctypes),
                                   platform="cpu")
+    jax.ffi.register_ffi_target(TAKE_TARGET, jax.ffi.pycapsule(_cpu_kernel.handler_take.ctypes),
+                                platform="cpu")
   except Exception as e:  # noqa: BLE001
     return f"XLA refused the FFI handler: {e}"
   return None
@@ -77,6 +80,41 @@ def matvec_t(x_MK: jax.Array, w_LNK: jax.Array, layer: jax.Array | int) -> jax.A
   """`x @ w[layer].T` for w `[L, N, K]` (stacked `[out, in]` matrices, e.g. a tied
   embedding as the output head); otherwise as `matvec`."""
   return _call(x_MK, w_LNK, layer, transposed=True)
+
+
+def take(table: jax.Array, index: jax.Array | int) -> jax.Array:
+  """`table[index]` (rows of a 16-bit table, indices clamped to [0, R) like XLA's
+  dynamic indexing) as an opaque custom call.
+
+  Why: when a loop slices a loop-invariant bf16 stack, XLA:CPU converts the whole
+  stack to float32 before the loop (a fresh buffer of twice its size, page-faulted on
+  every call: ~380 ms per SmolLM2-135M prefill, docs/benchmarks.md). XLA cannot move
+  a conversion through a custom call, so the slice taken here is converted in the
+  loop, one layer at a time; the embedding lookup likewise reads only its rows.
+
+  Args:
+    table: `[R, ...]` of a 16-bit dtype (bfloat16, float16, uint16, int16).
+    index: an int32 scalar (result `table.shape[1:]`) or `[n]` vector (result
+      `[n, *table.shape[1:]]`).
+
+  Returns:
+    The rows, in the table's dtype, bit for bit. CPU only.
+  """
+  table = jnp.asarray(table)
+  index = jnp.asarray(index)
+  if table.ndim < 1 or table.dtype.itemsize != 2 or index.ndim > 1 or not (
+      jnp.issubdtype(index.dtype, jnp.integer)):
+    raise ValueError(f"take: table {table.shape} {table.dtype} must be [R, ...] of a "
+                     f"16-bit dtype and index {index.shape} {index.dtype} an integer "
+                     "scalar or vector")
+  reason = _register()
+  if reason is not None:
+    raise RuntimeError(f"take: {reason}; check cpu_matvec.available() first")
+  idx = index.reshape(-1).astype(jnp.int32)
+  call = jax.ffi.ffi_call(TAKE_TARGET, jax.ShapeDtypeStruct(
+      (idx.shape[0], *table.shape[1:]), table.dtype))
+  out = call(table, idx)
+  return out[0] if index.ndim == 0 else out
 
 
 def _call(x, w, layer, transposed: bool) -> jax.Array:

@@ -193,13 +193,24 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       attends over all valid slots.
     sum_attention: attention's products as sums (`attention(..., by_sums=True)`;
       GPU decoding, no gradient).
-    cpu_matvec: with a cache, at most `cpu_matvec.MAX_ROWS` tokens in all, and stacked
-      bf16 layer matrices (or their bits, `decode_params`; any layout): run their
-      products with the CPU kernel of `model.cpu_matvec`, each reading its layer in
-      place from the stack (CPU only, no gradient). Otherwise ignored.
+    cpu_matvec: with a cache and stacked 16-bit layer matrices (bf16 or its bits,
+      `decode_params`; any layout), on CPU only, without gradients: at most
+      `cpu_matvec.MAX_ROWS` tokens in all run their products with the kernel of
+      `model.cpu_matvec`, each reading its layer in place from the stack; more tokens
+      (a prefill) take each layer's matrices out of the stacks with
+      `cpu_matvec.take` inside the loop, to the same bits as XLA's slicing of the
+      stored bits. Either way the embedding rows come from `cpu_matvec.take`.
+      Otherwise ignored.
   """
   dtype = jnp.dtype(cfg.dtype)
-  h = jnp.take(params["embed"], tokens_BT, axis=0).astype(dtype)
+  in_place_ok = cpu_matvec and cache is not None
+  if in_place_ok and params["embed"].dtype.itemsize == 2:
+    # XLA:CPU would convert the whole bf16 table to float32 for the gather.
+    B, T = tokens_BT.shape
+    h = cpu_kernel.take(params["embed"], tokens_BT.reshape(-1)).reshape(B, T, -1)
+    h = h.astype(dtype)
+  else:
+    h = jnp.take(params["embed"], tokens_BT, axis=0).astype(dtype)
   if cfg.embed_scale:
     # Gemma rounds the normaliser to the activation dtype before multiplying.
     h = h * jnp.asarray(math.sqrt(cfg.d_model), dtype)
@@ -262,9 +273,12 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
     # place (dynamic_update_slice on a carried buffer), so a decode step never copies
     # the cache; scanning it as xs/ys would rebuild it every step.
     layers, in_place = params["layers"], {}
-    if cpu_matvec and tokens_BT.size <= cpu_kernel.MAX_ROWS and isinstance(layers, dict):
-      # The scan would slice each layer's matrix out of its stack (a copy per step);
-      # the kernel takes the whole stack and the layer index instead.
+    kernel_rows = tokens_BT.size <= cpu_kernel.MAX_ROWS
+    if in_place_ok and isinstance(layers, dict):
+      # The scan would slice each layer's matrix out of its stack: a copy per step,
+      # and for a bf16 stack XLA:CPU's conversion of the whole stack to float32 before
+      # the loop. Instead the kernel takes the whole stack and the layer index (up to
+      # MAX_ROWS rows), or `take` copies the layer's bits out inside the loop.
       in_place = {n: w for n, w in layers.items()
                   if n in _MATRICES and w.dtype in (jnp.bfloat16, jnp.uint16)}
       layers = {n: w for n, w in layers.items() if n not in in_place}
@@ -273,7 +287,8 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       h_BTD, k_all, v_all, l = carry
       p, is_local = xs
       p = jax.tree.map(load, p)  # weights may arrive as stored bits (`decode_params`)
-      p.update({n: _InStack(w, l) for n, w in in_place.items()})
+      p.update({n: _InStack(w, l) if kernel_rows else load(cpu_kernel.take(w, l))
+                for n, w in in_place.items()})
       new = {}
 
       def write(k, v):
@@ -298,83 +313,6 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
                     index=cache.index + tokens_BT.shape[1])
   h = rms_norm(h, params["final_norm"], cfg)
   return h, cache
-
-
-DECODE_LAYOUTS = ("stacked", "fused", "fused_t")
-
-
-def decode_params(params: Params, cfg: ModelConfig, *, layout: str = "stacked",
-                  unstack: bool = False, cpu_matvec: bool = False) -> Params:
-  """The params as the cached forward reads them fastest: in the compute dtype, with
-  the stacked layer weights held as their storage bits (bf16 as uint16, see
-  `cache.storage_dtype`), in one of three layouts.
-
-  Why the bits: when a scan slices a stacked bf16 weight and feeds the slice to a
-  matmul, XLA:CPU's float normalisation converts the whole stack to float32 (hoisted
-  out of the decode loop) and converts every slice back each step, so each step moves
-  several times the weight bytes. An integer stack is sliced as-is and bitcast back
-  per layer (with the heads-major cache, batch-1 decode went from 26% to 33% of the
-  bandwidth bound in paired runs, docs/benchmarks.md); the bitcast of the stack costs
-  one copy per call.
-
-  Layouts (the cached forward, `forward_hidden` with a cache, reads all of them):
-    "stacked": the weights as declared (bit-identical results).
-    "fused": q/k/v as one `[L, D, (N + 2K) H]` matrix (`wqkv`, biases `bqkv`) and
-      gate/up as one `[L, D, 2F]` (`w_gate_up`): 2 fewer products per layer. Each
-      output column is still one float32-accumulated dot over the same inputs.
-    "fused_t": "fused" with every layer matrix transposed to `[L, out, in]` (names
-      with a `_t` suffix). For GPUs: there a batch-1 step is bound by the number of
-      kernels (docs/benchmarks.md), and XLA:GPU runs a matrix-vector product whose
-      contraction axis is minor as one reduction kernel, but one with fewer than ~1024
-      output columns stored `[in, out]` as two (a multiply that writes every float32
-      product, then the reduction): `benchmarks/gpu_kernels.py` counts the kernels.
-  The fused layouts concatenate heads, so they are not for tensor-sharded weights.
-
-  With `cpu_matvec` (a bf16 model decoded by the kernel of `model.cpu_matvec`, which
-  reads bf16 or its bits alike) the output head is added as `params["head_t"]`, one
-  bf16 `[1, V, D]` matrix (the tied embedding as is, an untied head transposed) for
-  `logits_from_hidden(..., cpu_matvec=True)`. The layer stacks stay bits even so:
-  the prefill slices them in its layer loop, and XLA:CPU converts a sliced bf16
-  stack to float32 as a whole before the loop (measured: ~380 ms per call for
-  SmolLM2-135M on a 2-core AVX2 CPU, against ~250 ms for the copy to bits).
-
-  With `unstack`, `params["layers"]` becomes a tuple of per-layer trees (one copy per
-  call), which the cached forward runs as an unrolled loop. For GPUs: a layer loop
-  costs kernels of its own (counter, condition), and there GEMM operands (batch > 1)
-  are copied out of a stacked weight every step, sliced in a loop or not (212 MB per
-  SmolLM2-135M step); separate buffers are read in place.
-  """
-  if layout not in DECODE_LAYOUTS:
-    raise ValueError(f"decode layout {layout!r}: use one of {DECODE_LAYOUTS}")
-  params = jax.tree.map(lambda x: x.astype(cfg.dtype), params)
-  layers = params["layers"]
-  if layout != "stacked":
-    layers = _fused(layers, transpose=layout == "fused_t")
-  layers = jax.tree.map(store, layers)
-  if unstack:
-    layers = tuple(jax.tree.map(lambda x, i=i: x[i], layers) for i in range(cfg.n_layers))
-  extra = {}
-  if cpu_matvec and jnp.dtype(cfg.dtype) == jnp.bfloat16:
-    head = params["embed"] if cfg.tie_embeddings else params["lm_head"].T
-    extra["head_t"] = head[None]
-  return dict(params, layers=layers, **extra)
-
-
-def _fused(layers: Params, transpose: bool) -> Params:
-  """The layer stack with q/k/v and gate/up each concatenated on the output axis; with
-  `transpose`, every matrix as `[L, out, in]` under its name + "_t"."""
-  layers = dict(layers)
-  L, D = layers["wq"].shape[:2]
-  flat = lambda name, *lead: layers.pop(name).reshape(*lead, -1)  # noqa: E731
-  layers["wqkv"] = jnp.concatenate([flat(n, L, D) for n in ("wq", "wk", "wv")], -1)
-  if "bq" in layers:
-    layers["bqkv"] = jnp.concatenate([flat(n, L) for n in ("bq", "bk", "bv")], -1)
-  layers["w_gate_up"] = jnp.concatenate([layers.pop("w_gate"), layers.pop("w_up")], -1)
-  if transpose:
-    layers["wo"] = layers.pop("wo").reshape(L, -1, D)  # [L, N H, D]
-    for name in ("wqkv", "wo", "w_gate_up", "w_down"):
-      layers[name + "_t"] = layers.pop(name).swapaxes(1, 2)
-  return layers
 
 
 def logits_from_hidden(params: Params, h_BTD: jax.Array, cfg: ModelConfig, *,

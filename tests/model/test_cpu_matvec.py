@@ -79,6 +79,97 @@ def test_bad_input_names_the_problem():
     cpu_matvec.matvec(x, jnp.zeros((2, 8, 4), jnp.float32), 0)
 
 
+def test_concurrent_products_are_right():
+  """Two programs multiplying at once from two threads: one owns the mailbox (and its
+  spinning helpers), the other runs alone on its own job; both stay exact."""
+  import threading  # noqa: PLC0415
+  rng = np.random.default_rng(7)
+  L, K, N = 4, 1100, 2100  # 4.6 MB a layer: more than one chunk
+  w = [_bf16_bits(rng, (L, K, N)), _bf16_bits(rng, (L, N, K))]
+  x = [_bf16_bits(rng, (1, K)), _bf16_bits(rng, (1, K))]
+
+  def run(fn, w, x):
+    def body(_, l):
+      return None, fn(x, w, l)
+    return jax.lax.scan(body, None, jnp.arange(L))[1]
+
+  progs = [jax.jit(lambda w, x: run(cpu_matvec.matvec, w, x)),
+           jax.jit(lambda w, x: run(cpu_matvec.matvec_t, w, x))]
+  args = [(jnp.asarray(w[i]), jnp.asarray(x[i]).view(jnp.bfloat16)) for i in range(2)]
+  for prog, a in zip(progs, args):
+    jax.block_until_ready(prog(*a))  # compiled before the race
+  results = [[], []]
+
+  def worker(i):
+    for _ in range(15):
+      results[i].append(np.asarray(progs[i](*args[i])))
+
+  threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  for i, transposed in enumerate((False, True)):
+    assert len(results[i]) == 15
+    for ys in results[i]:
+      for layer in range(L):
+        wl = _as_f64(w[i][layer])
+        _check(ys[layer], _as_f64(x[i]), wl.T if transposed else wl)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.uint16, jnp.float16])
+def test_take_copies_rows_bit_for_bit_and_clamps(dtype):
+  rng = np.random.default_rng(1)
+  table = jnp.asarray(_bf16_bits(rng, (5, 3, 4))).view(dtype)
+  take = jax.jit(cpu_matvec.take)
+  got = take(table, jnp.int32(2))
+  assert got.dtype == dtype and got.shape == (3, 4)
+  np.testing.assert_array_equal(np.asarray(got).view(np.uint16),
+                                np.asarray(table[2]).view(np.uint16))
+  idx = jnp.asarray([4, 0, 9, -3, 1])
+  got = take(table, idx)
+  assert got.shape == (5, 3, 4)
+  np.testing.assert_array_equal(np.asarray(got).view(np.uint16),
+                                np.asarray(table)[[4, 0, 4, 0, 1]].view(np.uint16))
+
+
+def test_take_bad_input_names_the_problem():
+  with pytest.raises(ValueError, match="16-bit"):
+    cpu_matvec.take(jnp.zeros((4, 2), jnp.float32), 0)
+  with pytest.raises(ValueError, match="integer"):
+    cpu_matvec.take(jnp.zeros((4, 2), jnp.bfloat16), jnp.zeros((2, 2), jnp.int32))
+  with pytest.raises(ValueError, match="integer"):
+    cpu_matvec.take(jnp.zeros((4, 2), jnp.bfloat16), 1.0)
+
+
+def test_prefill_takes_bf16_layers_in_the_loop_to_the_same_bits(monkeypatch):
+  """With `cpu_matvec`, a prefill (more rows than the kernel takes) reads its layer
+  matrices and embedding rows through `take` from the bf16 stacks, and computes the
+  same bits as the prefill over the stored bits with XLA's own slicing."""
+  cfg = MIXED.replace(dtype="bfloat16")
+  raw = _params(MIXED)
+  tokens = jax.random.randint(jax.random.key(5), (2, 5), 0, cfg.vocab_size)
+  pos = jnp.broadcast_to(jnp.arange(5, dtype=jnp.int32), (2, 5))
+  taken = []
+  real_take = cpu_matvec.take
+  monkeypatch.setattr(cpu_matvec, "take",
+                      lambda t, i: taken.append(t.shape) or real_take(t, i))
+
+  def prefill(params, cpu):
+    cache = rjm.init_cache(cfg, batch=2, length=8)
+    return rjm.forward_hidden(params, tokens, pos, cfg, cache, cpu_matvec=cpu)
+
+  h1, c1 = jax.jit(prefill, static_argnums=1)(
+      rjm.decode_params(raw, cfg, cpu_matvec=True), True)
+  h0, c0 = jax.jit(prefill, static_argnums=1)(rjm.decode_params(raw, cfg), False)
+  # The embedding and the 7 layer matrices (q, k, v, o, gate, up, down).
+  assert len(taken) == 8 and taken[0] == (cfg.vocab_size, cfg.d_model)
+  for a, b in [(h1, h0), (c1.k_LBKSH, c0.k_LBKSH), (c1.v_LBKSH, c0.v_LBKSH)]:
+    np.testing.assert_array_equal(np.asarray(a).view(np.uint16),
+                                  np.asarray(b).view(np.uint16))
+  assert np.abs(np.asarray(h0, np.float32)).max() > 0.1
+
+
 def _decode_logits(params, cfg, cpu):
   """Prefill 5 tokens of one row, then one decode step; that step's logits."""
   tokens = jax.random.randint(jax.random.key(4), (1, 6), 0, cfg.vocab_size)
