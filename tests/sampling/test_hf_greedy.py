@@ -41,26 +41,3 @@ def test_greedy_matches_transformers_on_ragged_batch(family, tmp_path):
   np.testing.assert_array_equal(np.asarray(out.prompt_lengths), [3, 9, 6])
   for i, p in enumerate(prompts):
     assert got[i].tolist() == hf_greedy(hf_model, p, n_new), f"row {i}"
-
-
-@pytest.mark.slow
-def test_greedy_matches_transformers_on_smollm2_135m_gguf(smollm2_reference):
-  _, cfg, params, hf_model, tok = smollm2_reference
-  # Token ids of short chat-style prompts (<|im_start|>=1, <|im_end|>=2), ragged.
-  texts = ["<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
-           "The capital of France is",
-           "<|im_start|>user\nName three colors.<|im_end|>\n<|im_start|>assistant\n"]
-  prompts = [tok.encode(t) for t in texts]
-  n_new = 32
-  out = rs.generate(params, cfg, prompts, key=jax.random.key(0), max_new_tokens=n_new,
-                    temperature=0.0)
-  got = np.asarray(out.tokens)
-  # No EOS for transformers (the shared model's config is restored after): otherwise
-  # `min_new_tokens` would mask the EOS logit, which our rows do not.
-  gen = hf_model.generation_config
-  eos, gen.eos_token_id = gen.eos_token_id, None
-  try:
-    for i, p in enumerate(prompts):
-      assert got[i].tolist() == hf_greedy(hf_model, p, n_new), f"prompt {i}: {texts[i]!r}"
-  finally:
-    gen.eos_token_id = eos
