@@ -88,6 +88,7 @@ def atomic_cas(typingctx, addr, expected, new):
 
 @intrinsic
 def atomic_load(typingctx, addr):
+  """The int64 word at `addr`, loaded atomically."""
   def codegen(context, builder, sig, args):
     return builder.load_atomic(_word(builder, args[0]), "seq_cst", 8)
   return types.int64(types.int64), codegen
@@ -95,6 +96,7 @@ def atomic_load(typingctx, addr):
 
 @intrinsic
 def atomic_store(typingctx, addr, val):
+  """Store `val` in the int64 word at `addr` atomically."""
   def codegen(context, builder, sig, args):
     builder.store_atomic(args[1], _word(builder, args[0]), "seq_cst", 8)
     return context.get_dummy_value()
@@ -131,6 +133,7 @@ def call(typingctx, fn, arg):
 
 @intrinsic
 def malloc(typingctx, n):
+  """libc `malloc(n)`, as an int64 address."""
   def codegen(context, builder, sig, args):
     fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(I8P, [I64]),
                                         "malloc")
@@ -140,6 +143,7 @@ def malloc(typingctx, n):
 
 @intrinsic
 def free(typingctx, a):
+  """libc `free` of the int64 address `a`."""
   def codegen(context, builder, sig, args):
     fn = cgutils.get_or_insert_function(
         builder.module, ir.FunctionType(ir.VoidType(), [I8P]), "free")

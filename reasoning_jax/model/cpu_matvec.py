@@ -41,11 +41,11 @@ def _register() -> str | None:
   except Exception as e:  # noqa: BLE001 (any import or compile failure disables it)
     return f"numba kernel unavailable: {type(e).__name__}: {e}"
   try:
-    for transposed, fn in ((True, _cpu_kernel.handler_t), (False, _cpu_kernel.handler_n)):
-      jax.ffi.register_ffi_target(TARGETS[transposed], jax.ffi.pycapsule(fn.ctypes),
-                                  platform="cpu")
-    jax.ffi.register_ffi_target(TAKE_TARGET, jax.ffi.pycapsule(_cpu_kernel.handler_take.ctypes),
-                                platform="cpu")
+    handlers = {TARGETS[True]: _cpu_kernel.handler_t,
+                TARGETS[False]: _cpu_kernel.handler_n,
+                TAKE_TARGET: _cpu_kernel.handler_take}
+    for name, fn in handlers.items():
+      jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(fn.ctypes), platform="cpu")
   except Exception as e:  # noqa: BLE001
     return f"XLA refused the FFI handler: {e}"
   return None
