@@ -75,6 +75,26 @@ def _default_primary() -> bool:
   return jax.process_index() == 0
 
 
+def _summary_writer_class():
+  """tensorboardX's SummaryWriter, imported without torch unless torch is loaded.
+
+  tensorboardX's writer module imports torch when it is installed (Colab, or our test
+  venv) only to annotate types; that costs 2-3 s per process, and every launched or
+  resumed job pays it. We write float scalars only, so torch is hidden from that one
+  import (a None entry in sys.modules makes `import torch` raise ImportError, which
+  tensorboardX catches) unless the process already has it.
+  """
+  if "torch" in sys.modules:
+    from tensorboardX import SummaryWriter
+    return SummaryWriter
+  sys.modules["torch"] = None  # type: ignore[assignment]
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    del sys.modules["torch"]
+  return SummaryWriter
+
+
 class MetricsWriter:
   """Writes scalar metrics of a run under the run directory W.
 
@@ -134,7 +154,7 @@ class MetricsWriter:
 
   def _tensorboard(self, purge_step: int | None = None):
     if self._tb is None:
-      from tensorboardX import SummaryWriter  # heavy import, only when used
+      SummaryWriter = _summary_writer_class()
       # tensorboardX names files by the second and host; a writer reopened within the
       # same second (a fast resume) would overwrite the earlier file without a suffix.
       self._tb = SummaryWriter(self.tensorboard_dir, purge_step=purge_step,

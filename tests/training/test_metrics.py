@@ -4,6 +4,8 @@ import json
 import logging
 import math
 import struct
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -200,3 +202,19 @@ def test_health_report_has_no_truth_value():
   assert report.apply_update and report.warnings == ()
   with pytest.raises(TypeError, match="test report.apply_update"):
     bool(report)
+
+
+def test_tensorboard_writer_does_not_import_torch(tmp_path):
+  """A fresh process writing TensorBoard scalars never loads torch (installed here for
+  the reference tests), and the file it writes holds the scalar."""
+  code = ("import sys; from reasoning_jax.training.metrics import MetricsWriter\n"
+          f"w = MetricsWriter({str(tmp_path)!r}, is_primary=True, progress=False)\n"
+          "w.write(3, {'loss': 0.25}); w.close()\n"
+          "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+  r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                     timeout=120)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert r.stdout.strip().splitlines()[-1] == "[]"
+  (events,) = _events(tmp_path)
+  assert [(e.step, e.summary.value[0].simple_value) for e in events
+          if e.summary.value] == [(3, 0.25)]
