@@ -10,8 +10,14 @@ from reasoning_jax.model.cache import load
 
 from tests.model.test_forward import MIXED, _params
 
-pytestmark = pytest.mark.skipif(not cpu_matvec.available(),
-                                reason="numba kernel unavailable")
+# The kernel is an XLA:CPU custom call: it exists only for arrays on the CPU backend
+# (on a GPU host `decode_plan` never chooses it; under JAX_PLATFORMS=cuda there is no
+# CPU backend to place these tests' arrays on).
+pytestmark = [
+    pytest.mark.skipif(not cpu_matvec.available(), reason="numba kernel unavailable"),
+    pytest.mark.skipif(jax.default_backend() != "cpu",
+                       reason="a CPU custom call: the default backend is not the CPU"),
+]
 
 
 def _bf16_bits(rng, shape):

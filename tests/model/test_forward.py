@@ -142,8 +142,17 @@ def test_decode_params_are_bit_identical(param_dtype, layout):
     prefill, cache = step(p, tokens[:, :5], pos[:, :5], cfg, cache)
     decode, _ = step(p, tokens[:, 5:], pos[:, 5:], cfg, cache)
     outs.append(np.concatenate([prefill, decode], axis=1))
-  np.testing.assert_array_equal(outs[0], outs[1])
   assert np.abs(outs[0]).max() > 0
+  if jax.default_backend() == "cpu" or layout == "stacked":
+    np.testing.assert_array_equal(outs[0], outs[1])
+  else:
+    # A GPU picks GEMM kernels by shape, so the fused q/k/v and gate/up products sum
+    # in another order than the separate ones, and a bf16 rounding of an activation
+    # can flip and travel: 0.019 at logits up to ~2.4 on an H200 (docs/benchmarks.md).
+    # Within bf16's budget (as in the bf16-vs-float32 test above); the fused layouts'
+    # float32 values are held to 1e-5 by `test_gpu_decode_plan_gives_the_full_forward_
+    # values` on every backend.
+    assert np.abs(outs[1] - outs[0]).max() < 0.05 * np.abs(outs[0]).max()
 
 
 def test_compute_logits_rejects_bad_tokens():

@@ -25,7 +25,11 @@ def test_chunked_logprobs_equal_full_log_softmax(chunk):
   only, none = rjm.token_logprobs(params, cfg, tokens, pos, chunk=chunk, temperature=0.7,
                                   with_entropy=False)
   assert none is None
-  np.testing.assert_allclose(only, logp, atol=1e-6, rtol=0)
+  # Without the entropy the program fuses differently. XLA:CPU keeps the float32 sums'
+  # order (equal to ~1 ulp); a GPU reorders them: 1.4e-6 near -7.2 on an H200
+  # (docs/benchmarks.md), inside the 1e-5 against the full log-softmax above.
+  atol = 1e-6 if jax.default_backend() == "cpu" else 1e-5
+  np.testing.assert_allclose(only, logp, atol=atol, rtol=0)
 
 
 @pytest.mark.parametrize("chunk", [3, 64])

@@ -71,7 +71,13 @@ def test_group_rows_equal_rows_sampled_from_repeated_prompts(tiny):
   grouped = rs.generate(params, cfg, PROMPTS, num_samples=2, **kw)
   flat = rs.generate(params, cfg, [p for p in PROMPTS for _ in range(2)], **kw)
   np.testing.assert_array_equal(grouped.tokens, flat.tokens)
-  np.testing.assert_allclose(grouped.logprobs, flat.logprobs, rtol=0, atol=1e-6)
+  # The two programs have different row counts, hence different GEMM shapes. XLA:CPU
+  # sums each output in the same order for any row count (equal to ~1 ulp); a GPU
+  # picks GEMM kernels by shape, whose float32 sums differ in order: 2.9e-6 on
+  # logprobs near -5 on an H200 (docs/benchmarks.md), inside the 1e-5 the sampler's
+  # logprobs are held to against a full forward pass.
+  atol = 1e-6 if jax.default_backend() == "cpu" else 1e-5
+  np.testing.assert_allclose(grouped.logprobs, flat.logprobs, rtol=0, atol=atol)
 
 
 def _knobs(max_new=8):
