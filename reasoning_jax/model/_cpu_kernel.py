@@ -31,11 +31,14 @@ import numba as nb
 import numpy as np
 from numba import types
 
+from reasoning_jax.model import _gemm_ir
+from reasoning_jax.model._gemm_ir import KN_ROWS, KN_STRIP, NK_COLS, NK_ROWS
 from reasoning_jax.model._numba_ffi import (answer_metadata, api_call, atomic_add,
                                             atomic_cas, atomic_load, atomic_store,
-                                            atomic_xchg, bits_to_f32, free, malloc,
-                                            now_ns, pool_threads, ptr, symbol_address,
-                                            words)
+                                            atomic_xchg, bits_to_f32, call_gemm,
+                                            f32_to_bits, free,
+                                            malloc, now_ns, pool_threads, ptr,
+                                            symbol_address, words)
 
 # Most weight bytes per chunk. Each thread should stream long contiguous runs
 # (measured on the 57 MB SmolLM2 head: 64 KB chunks 19 GB/s, 4 MB 25.6 GB/s), and a
@@ -45,12 +48,19 @@ CHUNK_BYTES = 1 << 22
 SPIN_NS = 500_000
 
 # The job record, int64 words: 0 unused, 1 `generation << 32 | next chunk` (`_CLOSED`
-# as the chunk once the caller stops), 2 chunks done, 3 chunks, 4 rows of w per
-# chunk, 5 x, 6 w (the layer's matrix), 7 y, 8 M, 9 N, 10 K, 11 unused, 12 layout (0:
-# w is [N, K]; 1: w is [K, N]), 13 the float32 partial sums [chunks, M, N] of layout
-# 1, 14-19 scratch for the FFI API's argument structs (no allocation per API call).
-_JOB = 20
+# as the chunk once the caller stops), 2 chunks done, 3 chunks, 4 rows of w (modes 0,
+# 1) or column units (2, 3) per chunk, 5 x, 6 w (the layer's matrix), 7 y (padded to
+# whole row blocks in modes 2, 3), 8 M, 9 N, 10 K, 11 row blocks (modes 2, 3), 12
+# mode (0: w is [N, K]; 1: w is [K, N]; 2, 3: the same by `_gemm_ir`'s kn and nk
+# kernels, more than one row), 13 the float32 partial sums [chunks, M, N] of mode 1,
+# or x as bf16 bits padded to whole row blocks in modes 2, 3, 14-19 scratch for the
+# FFI API's argument structs (no allocation per API call); mode 4 (decode attention,
+# `attend_tasks`): 5 q, 6 the layer's keys, 7 out, 8 B, 9 kv heads, 10 head dim, 20
+# the layer's values, 21 the mask, 22 slots S, 23 query heads per kv head, 24-25 the
+# scale and soft cap as float64.
+_JOB = 26
 _SCRATCH = 14
+_ATTN = 20
 _CLOSED = 0xFFFFFFFF
 _LOW = 0xFFFFFFFF
 
@@ -62,6 +72,128 @@ _MAILBOX = np.zeros(_MB_JOB + _JOB, np.int64)
 _MAILBOX_SYMBOL = "reasoning_jax_matvec_mailbox"
 llvm.add_symbol(_MAILBOX_SYMBOL, _MAILBOX.ctypes.data)
 _mailbox_address = symbol_address(_MAILBOX_SYMBOL, function=False)
+
+
+
+# The addresses of the kn and nk kernels (0 where they cannot run here), in a table
+# bound to a JIT symbol (like `_cpu_kernel`'s mailbox), so cached code finds them.
+_GEMM = np.zeros(2, np.int64)
+_GEMM_SYMBOL = "reasoning_jax_gemm_table"
+llvm.add_symbol(_GEMM_SYMBOL, _GEMM.ctypes.data)
+gemm_address = symbol_address(_GEMM_SYMBOL, function=False)
+_compiled = _gemm_ir.compile_kernels()
+# None when the kernels run here (products of more than one row), else why not.
+GEMM_UNAVAILABLE = _compiled if isinstance(_compiled, str) else None
+if GEMM_UNAVAILABLE is None:
+  _GEMM[:] = _compiled
+
+
+@nb.njit(fastmath=True, inline="always", cache=True)
+def to_bf16(f):
+  """The bf16 bits of float32 `f`, rounded to nearest even (as XLA's convert)."""
+  u = f32_to_bits(f)
+  return np.uint16((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))
+                   >> np.uint32(16))
+
+
+@nb.njit(fastmath=True, cache=True)
+def rows_to_bf16(x, M, K):
+  """A new buffer (free it) of the float32 `x [M, K]` rounded to bf16 bits, with zero
+  rows added up to a whole number of `KN_ROWS` (and so `NK_ROWS`) row blocks; returns
+  (address, padded rows)."""
+  Mp = (M + KN_ROWS - 1) // KN_ROWS * KN_ROWS
+  xb = malloc(2 * Mp * K)
+  src = nb.carray(ptr(x), (M * K,), np.float32)
+  dst = nb.carray(ptr(xb), (Mp * K,), np.uint16)
+  for i in range(M * K):
+    dst[i] = to_bf16(src[i])
+  for i in range(M * K, Mp * K):
+    dst[i] = 0
+  return xb, Mp
+
+
+@nb.njit(fastmath=True, inline="always", cache=True)
+def _exp_nonpositive(x):
+  """exp(x) for float32 x <= 0 (0 below -87) in arithmetic LLVM can vectorise (numba
+  calls libm's expf one value at a time): x = n ln2 + r, |r| <= ln2 / 2, a degree-6
+  Taylor polynomial of exp(r) (error < 2e-7 relative) times 2^n from its bits."""
+  x = max(x, np.float32(-87.0))
+  n = np.floor(x * np.float32(1.4426950408889634) + np.float32(0.5))
+  r = (x - n * np.float32(0.693359375)) + n * np.float32(2.12194440e-4)
+  p = np.float32(1.0 / 720.0)
+  p = p * r + np.float32(1.0 / 120.0)
+  p = p * r + np.float32(1.0 / 24.0)
+  p = p * r + np.float32(1.0 / 6.0)
+  p = p * r + np.float32(0.5)
+  p = p * r + np.float32(1.0)
+  p = p * r + np.float32(1.0)
+  return p * bits_to_f32(np.uint32(np.int32(n) + 127) << np.uint32(23))
+
+
+@nb.njit(fastmath=True, error_model="numpy", cache=True)
+def attend_tasks(q_addr, k_addr, v_addr, out_addr, mask_addr, B, KH, H, S, G, scale,
+                 cap, t0, t1):
+  """Decode attention for tasks [t0, t1) of (row b, kv head), for q and out `[B, KH *
+  G, H]` float32, the layer's keys and values `[B, KH, S, H]` bf16 bits and the mask
+  `[B, S]` bool: the scores of the kv head's G query heads against every slot (the nk
+  kernel, the keys read in place), a float32 softmax over the unmasked slots (scaled,
+  soft-capped when `cap` > 0; masked slots weigh exactly 0, a row with none left is
+  uniform, as `attention.MASKED` makes XLA's), the probabilities rounded to bf16, and
+  their sum of values (the kn kernel): `attention._attend`'s values, summed in
+  another order."""
+  gemm = words(gemm_address(), 2)
+  Gq = (G + NK_ROWS - 1) // NK_ROWS * NK_ROWS
+  Gp = (G + KN_ROWS - 1) // KN_ROWS * KN_ROWS
+  a_xq = malloc(2 * Gq * H + 4 * Gq * S + 2 * Gp * S + 4 * Gp * H)
+  a_sc = a_xq + 2 * Gq * H
+  a_pb = a_sc + 4 * Gq * S
+  a_ob = a_pb + 2 * Gp * S
+  xq = nb.carray(ptr(a_xq), (Gq, H), np.uint16)
+  sc = nb.carray(ptr(a_sc), (Gq, S), np.float32)
+  pb = nb.carray(ptr(a_pb), (Gp, S), np.uint16)
+  ob = nb.carray(ptr(a_ob), (Gp, H), np.float32)
+  xq[:, :] = 0
+  pb[:, :] = 0
+  q = nb.carray(ptr(q_addr), (B, KH * G, H), np.float32)
+  out = nb.carray(ptr(out_addr), (B, KH * G, H), np.float32)
+  mask = nb.carray(ptr(mask_addr), (B, S), np.uint8)
+  uniform = to_bf16(np.float32(1.0) / np.float32(S))
+  for t in range(t0, t1):
+    b, kh = t // KH, t % KH
+    for g in range(G):
+      for h in range(H):
+        xq[g, h] = to_bf16(q[b, kh * G + g, h])
+    at = 2 * (b * KH + kh) * S * H
+    call_gemm(gemm[1], a_sc, a_xq, k_addr + at, H, H, S, 0, S, Gq // NK_ROWS)
+    any_slot = False
+    for s in range(S):
+      any_slot |= mask[b, s] != 0
+    for g in range(G):
+      if not any_slot:  # no slot left: XLA's softmax over all-MASKED is uniform
+        pb[g, :] = uniform
+        continue
+      # Branch-free loops (so LLVM vectorises them) and no infinities (fastmath lets
+      # LLVM assume there are none): masked slots score -3e38, then weigh 0.
+      top = np.float32(-3.0e38)
+      for s in range(S):
+        v = sc[g, s] * scale
+        if cap > 0:
+          v = np.float32(np.tanh(v / cap)) * cap
+        v = v if mask[b, s] != 0 else np.float32(-3.0e38)
+        sc[g, s] = v
+        top = max(top, v)
+      total = np.float32(0.0)
+      for s in range(S):
+        e = _exp_nonpositive(sc[g, s] - top)
+        e = e if mask[b, s] != 0 else np.float32(0.0)
+        sc[g, s] = e
+        total += e
+      for s in range(S):
+        pb[g, s] = to_bf16(sc[g, s] / total)
+    call_gemm(gemm[0], a_ob, a_pb, v_addr + at, S, H, H, 0, H, Gp // KN_ROWS)
+    for g in range(G):
+      out[b, kh * G + g, :] = ob[g, :]
+  free(a_xq)
 
 
 @nb.njit(fastmath=True, inline="always", cache=True)
@@ -100,8 +232,23 @@ def _chunk(job_addr, c):
   """Chunk `c` of the job's product."""
   job = words(job_addr, _JOB)
   M, N, K, n_chunks, rows = job[8], job[9], job[10], job[3], job[4]
+  mode = job[12]
+  if mode == 4:  # decode attention: chunk c owns (row, kv head) tasks
+    tasks = job[8] * job[9]
+    knobs = nb.carray(ptr(job_addr + 8 * (_ATTN + 4)), (2,), np.float64)
+    attend_tasks(job[5], job[6], job[_ATTN], job[7], job[_ATTN + 1], job[8], job[9],
+                 job[10], job[_ATTN + 2], job[_ATTN + 3], np.float32(knobs[0]),
+                 np.float32(knobs[1]), c * rows, min(tasks, (c + 1) * rows))
+    return
+  if mode >= 2:  # `_gemm_ir`'s kernels own whole column units [n0, n1)
+    unit = KN_STRIP if mode == 2 else NK_COLS
+    n0, n1 = c * rows * unit, min(N, (c + 1) * rows * unit)
+    ldw = N if mode == 2 else K
+    call_gemm(words(gemm_address(), 2)[mode - 2], job[7], job[13], job[6], K, ldw, N,
+              n0, n1, job[11])
+    return
   x = nb.carray(ptr(job[5]), (M, K), np.float32)
-  if job[12] == 0:  # w [N, K]: chunk c owns output columns [c rows, ...)
+  if mode == 0:  # w [N, K]: chunk c owns output columns [c rows, ...)
     w = nb.carray(ptr(job[6]), (N, K), np.uint16)
     y = nb.carray(ptr(job[7]), (M, N), np.float32)
     for n in range(c * rows, min(N, (c + 1) * rows)):
@@ -161,20 +308,37 @@ _helper_address = symbol_address(_HELPER_SYMBOL, function=True)
 
 
 @nb.njit(cache=True)
-def _run_job(api, ctx, job_addr, mb, x, w, y, M, N, K, transposed):
+def _run_job(api, ctx, job_addr, mb, x, w, y, M, N, K, mode):
   """Publish the product as a new generation of the job at `job_addr`, keep enough
   helpers alive when `mb` (the mailbox, owned by this caller) is not 0, run chunks,
-  close the job, wait for the chunks helpers claimed and sum the partials."""
+  close the job, wait for the chunks helpers claimed and sum the partials (mode 1) or
+  copy out the rows (modes 2, 3)."""
   job = words(job_addr, _JOB)
   threads = pool_threads(api, ctx, job_addr + 8 * _SCRATCH) if mb != 0 else 1
-  per_thread = (2 * N * K + threads * CHUNK_BYTES - 1) // (threads * CHUNK_BYTES)
-  split = N if transposed else K  # the axis chunks cut: contiguous rows of w
-  rows = max(1, (split + threads * per_thread - 1) // (threads * per_thread))
-  n_chunks = (split + rows - 1) // rows
-  job[2], job[3], job[4] = 0, n_chunks, rows
   job[5], job[6], job[7] = x, w, y
-  job[8], job[9], job[10], job[12] = M, N, K, 0 if transposed else 1
-  job[13] = 0 if transposed else malloc(4 * n_chunks * M * N)
+  job[8], job[9], job[10], job[12] = M, N, K, mode
+  if mode == 4:  # the caller filled in the attention words
+    tasks = M * N
+    job[4] = max(1, (tasks + 4 * threads - 1) // (4 * threads))
+    n_chunks = (tasks + job[4] - 1) // job[4]
+  elif mode >= 2:
+    # x rounded to bf16 (exact for a bf16 model's activations) in whole row blocks, y
+    # padded likewise, the columns cut into ~4 chunks per thread of whole units.
+    xb, Mp = rows_to_bf16(x, M, K)
+    units = N // (KN_STRIP if mode == 2 else NK_COLS)
+    job[4] = max(1, (units + 4 * threads - 1) // (4 * threads))
+    job[11] = Mp // (KN_ROWS if mode == 2 else NK_ROWS)
+    job[13] = xb
+    job[7] = y if Mp == M else malloc(4 * Mp * N)
+    n_chunks = (units + job[4] - 1) // job[4]
+  else:
+    per_thread = (2 * N * K + threads * CHUNK_BYTES - 1) // (threads * CHUNK_BYTES)
+    split = N if mode == 0 else K  # the axis chunks cut: contiguous rows of w
+    rows = max(1, (split + threads * per_thread - 1) // (threads * per_thread))
+    n_chunks = (split + rows - 1) // rows
+    job[4] = rows
+    job[13] = 0 if mode == 0 else malloc(4 * n_chunks * M * N)
+  job[2], job[3] = 0, n_chunks
   gen = ((atomic_load(job_addr + 8) >> 32) + 1) & 0x7FFFFFFF  # stays positive
   atomic_store(job_addr + 8, gen << 32)  # open: claims may succeed from here on
   if mb != 0:
@@ -188,7 +352,15 @@ def _run_job(api, ctx, job_addr, mb, x, w, y, M, N, K, transposed):
   claimed = min(atomic_xchg(job_addr + 8, (gen << 32) | _CLOSED) & _LOW, n_chunks)
   while atomic_load(job_addr + 16) < claimed:
     pass  # only chunks a running helper has claimed remain
-  if not transposed:
+  if mode == 4:
+    pass
+  elif mode >= 2:
+    if job[7] != y:
+      out = nb.carray(ptr(y), (M * N,), np.float32)
+      out[:] = nb.carray(ptr(job[7]), (M * N,), np.float32)
+      free(job[7])
+    free(job[13])
+  elif mode == 1:
     part = nb.carray(ptr(job[13]), (n_chunks * M * N,), np.float32)
     out = nb.carray(ptr(y), (M * N,), np.float32)
     for i in range(M * N):
@@ -217,22 +389,71 @@ def _matvec(call_frame, transposed):
   # Clamped like XLA's dynamic indexing, so a bad index never reads outside the stack.
   layer = min(max(nb.carray(ptr(bl[3]), (1,), np.int32)[0], 0), wd[0] - 1)
   w = bw[3] + 2 * layer * N * K
-  mb = _mailbox_address()
-  if atomic_cas(mb, 0, 1):
-    _run_job(api, ctx, mb + 8 * _MB_JOB, mb, bx[3], w, by[3], M, N, K, transposed)
-    atomic_store(mb, 0)
-  else:  # another product owns the mailbox: this one runs alone
-    job_addr = malloc(8 * _JOB)
-    words(job_addr, _JOB)[1] = 0
-    _run_job(api, ctx, job_addr, 0, bx[3], w, by[3], M, N, K, transposed)
-    free(job_addr)
+  gemm = words(gemm_address(), 2)
+  mode = 0 if transposed else 1
+  if M > 1 and transposed and gemm[1] != 0 and K % 32 == 0 and N % NK_COLS == 0:
+    mode = 3
+  elif M > 1 and not transposed and gemm[0] != 0 and K % 2 == 0 and N % KN_STRIP == 0:
+    mode = 2
+  _dispatch(api, ctx, bx[3], w, by[3], M, N, K, mode, 0)
   return 0
+
+
+@nb.njit(cache=True)
+def _dispatch(api, ctx, x, w, y, M, N, K, mode, extra):
+  """Run the job in the mailbox (with helpers) if it is free, else alone in a job of
+  its own; `extra` (when not 0) holds the 6 attention words (`_ATTN`) to copy in."""
+  mb = _mailbox_address()
+  owner = atomic_cas(mb, 0, 1)
+  job_addr = mb + 8 * _MB_JOB if owner else malloc(8 * _JOB)
+  if not owner:
+    words(job_addr, _JOB)[1] = 0
+  if extra != 0:
+    words(job_addr + 8 * _ATTN, 6)[:] = words(extra, 6)
+  _run_job(api, ctx, job_addr, mb if owner else 0, x, w, y, M, N, K, mode)
+  if owner:
+    atomic_store(mb, 0)
+  else:  # another product owned the mailbox: this one ran alone
+    free(job_addr)
 
 
 @nb.cfunc(types.voidptr(types.voidptr), cache=True)
 def handler_t(call_frame):
   """XLA FFI handler: `y = x @ w[layer].T` for w `[L, N, K]` (see `_matvec`)."""
   return ptr(_matvec(call_frame, True))
+
+
+@nb.njit(cache=True)
+def _attention(call_frame):
+  """The body of `handler_attention`: out [B, N, H] float32 = decode attention of q
+  [B, N, H] float32 over layer `layer` of the key and value stacks [L, B, K, S, H]
+  (bf16 bits), with mask [B, S] (bool) and knobs [2] float32 (scale, soft cap; cap 0
+  for none); see `attend_tasks`."""
+  frame = nb.carray(call_frame, (15,), np.int64)
+  if answer_metadata(frame):
+    return 0
+  api, ctx = frame[2], frame[3]
+  args, rets = words(frame[9], 6), words(frame[14], 1)
+  bq, bk, bv = words(args[0], 6), words(args[1], 6), words(args[2], 6)
+  bl, bm, bs = words(args[3], 6), words(args[4], 6), words(args[5], 6)
+  kd = words(bk[5], 5)
+  L, B, KH, S, H = kd[0], kd[1], kd[2], kd[3], kd[4]
+  N = words(bq[5], 3)[1]
+  layer = min(max(nb.carray(ptr(bl[3]), (1,), np.int32)[0], 0), L - 1)
+  knobs = nb.carray(ptr(bs[3]), (2,), np.float32)
+  extra = np.zeros(6, np.int64)
+  extra[0], extra[1], extra[2], extra[3] = bv[3] + 2 * layer * B * KH * S * H, bm[3], S, N // KH
+  f = extra[4:].view(np.float64)
+  f[0], f[1] = knobs[0], knobs[1]
+  _dispatch(api, ctx, bq[3], bk[3] + 2 * layer * B * KH * S * H, words(rets[0], 6)[3],
+            B, KH, H, 4, extra.ctypes.data)
+  return 0
+
+
+@nb.cfunc(types.voidptr(types.voidptr), cache=True)
+def handler_attention(call_frame):
+  """XLA FFI handler: decode attention over a layer of the KV cache (see `_attention`)."""
+  return ptr(_attention(call_frame))
 
 
 @nb.cfunc(types.voidptr(types.voidptr), cache=True)

@@ -48,6 +48,14 @@ def bits_to_f32(typingctx, u):
 
 
 @intrinsic
+def f32_to_bits(typingctx, f):
+  """The uint32 bits of the float32 `f`."""
+  def codegen(context, builder, sig, args):
+    return builder.bitcast(args[0], _I32)
+  return types.uint32(types.float32), codegen
+
+
+@intrinsic
 def ptr(typingctx, a):
   """The int64 address `a` as a void pointer (for `nb.carray`)."""
   def codegen(context, builder, sig, args):
@@ -129,6 +137,19 @@ def call(typingctx, fn, arg):
                           [builder.inttoptr(args[1], I8P)])
     return builder.ptrtoint(result, I64)
   return types.int64(types.int64, types.int64), codegen
+
+
+@intrinsic
+def call_gemm(typingctx, fn, y, x, w, k, ldw, ldy, n0, n1, rb):
+  """`fn(y, x, w, k, ldw, ldy, n0, n1, rb)` for a C function pointer `fn` of the
+  `_gemm_ir` kernels' signature (three pointers, then six int64), every argument an
+  int64."""
+  def codegen(context, builder, sig, args):
+    fnty = ir.FunctionType(ir.VoidType(), [I8P] * 3 + [I64] * 6)
+    ptrs = [builder.inttoptr(a, I8P) for a in args[1:4]]
+    builder.call(builder.inttoptr(args[0], fnty.as_pointer()), ptrs + list(args[4:]))
+    return context.get_dummy_value()
+  return types.none(*([types.int64] * 10)), codegen
 
 
 @intrinsic

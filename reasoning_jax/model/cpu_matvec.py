@@ -25,11 +25,13 @@ import jax.numpy as jnp
 
 TARGETS = {True: "reasoning_jax_bf16_matvec_t", False: "reasoning_jax_bf16_matvec"}
 TAKE_TARGET = "reasoning_jax_take16"
+ATTENTION_TARGET = "reasoning_jax_decode_attention"
 
-# Rows the decode plan sends to the kernel: batch 1, the case measured against XLA in
-# the sampler (docs/benchmarks.md). Each extra row re-reads the converted weights from
-# L1; two rows ran at 15-18 GB/s in microbenchmarks, not compared with XLA's GEMMs.
-MAX_ROWS = 1
+# The most rows the decode sends to the kernel where `_gemm_ir`'s AVX-512 BF16 GEMMs
+# run (a step of up to 64 rows: at 16 and 64 rows they ran at 1.4-2.1x XLA:CPU's
+# GEMMs on a 2-core Zen 4, docs/benchmarks.md). Elsewhere one row: the numba loops
+# re-read the converted weights per row (two rows ran at 15-18 GB/s).
+GEMM_MAX_ROWS = 64
 
 
 @functools.cache
@@ -43,7 +45,8 @@ def _register() -> str | None:
   try:
     handlers = {TARGETS[True]: _cpu_kernel.handler_t,
                 TARGETS[False]: _cpu_kernel.handler_n,
-                TAKE_TARGET: _cpu_kernel.handler_take}
+                TAKE_TARGET: _cpu_kernel.handler_take,
+                ATTENTION_TARGET: _cpu_kernel.handler_attention}
     for name, fn in handlers.items():
       jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(fn.ctypes), platform="cpu")
   except Exception as e:  # noqa: BLE001
@@ -54,6 +57,16 @@ def _register() -> str | None:
 def available() -> bool:
   """Whether the kernel can be used in this process (compiles it on first call)."""
   return _register() is None
+
+
+def max_rows() -> int:
+  """The most rows (tokens) the decode should send to the kernel in this process:
+  `GEMM_MAX_ROWS` where the AVX-512 BF16 GEMM kernels run (`_gemm_ir`), else 1; 0
+  where the kernel is unavailable."""
+  if not available():
+    return 0
+  from reasoning_jax.model import _cpu_kernel  # noqa: PLC0415 (loaded by available)
+  return GEMM_MAX_ROWS if _cpu_kernel.GEMM_UNAVAILABLE is None else 1
 
 
 def matvec(x_MK: jax.Array, w_LKN: jax.Array, layer: jax.Array | int) -> jax.Array:
@@ -69,7 +82,9 @@ def matvec(x_MK: jax.Array, w_LKN: jax.Array, layer: jax.Array | int) -> jax.Arr
 
   Returns:
     `[M, N]` float32: each entry a float32 sum of exact bf16 x bf16 products (summed
-    in another order than XLA's dot, so results differ in the last bits).
+    in another order than XLA's dot, so results differ in the last bits). With more
+    than one row, where the AVX-512 BF16 kernels run (`max_rows`), x is first rounded
+    to bf16 (exact for a bf16 model's activations).
 
   CPU only (the custom call exists for the host platform).
   """
@@ -80,6 +95,48 @@ def matvec_t(x_MK: jax.Array, w_LNK: jax.Array, layer: jax.Array | int) -> jax.A
   """`x @ w[layer].T` for w `[L, N, K]` (stacked `[out, in]` matrices, e.g. a tied
   embedding as the output head); otherwise as `matvec`."""
   return _call(x_MK, w_LNK, layer, transposed=True)
+
+
+def attention_fits(head_dim: int, slots: int) -> bool:
+  """Whether `attend` runs for this head dim and cache length here: the AVX-512 BF16
+  kernels (`max_rows() > 1`), a head dim that is a multiple of 32 and a slot count of
+  4 (their vector widths)."""
+  return head_dim % 32 == 0 and slots % 4 == 0 and max_rows() > 1
+
+
+def attend(q_BNH: jax.Array, k_LBKSH: jax.Array, v_LBKSH: jax.Array,
+           layer: jax.Array | int, mask_BS: jax.Array, scale: float,
+           softcap: float = 0.0) -> jax.Array:
+  """One query token's grouped-query attention over layer `layer` of a bf16 KV cache,
+  read in place: float32 `[B, N, H]`.
+
+  Args:
+    q_BNH: queries (any float dtype; rounded to bf16, exact for a bf16 model's).
+    k_LBKSH, v_LBKSH: the cache's key and value stacks, bf16 or its bits (uint16);
+      the layer's slices are read where they are (XLA:CPU copied both out of the
+      stack for its dots, ~2 MB a layer at 16 rows of 160 slots, docs/benchmarks.md).
+    layer: int32 scalar (clamped to [0, L)).
+    mask_BS: bool, True where a slot may be attended.
+    scale, softcap: the score scale and the tanh soft cap (0 for none).
+
+  Returns:
+    `[B, N, H]` float32: `attention.attention`'s values (float32 softmax of the
+    scaled, capped, masked scores, probabilities rounded to bf16, float32 sums of the
+    values), summed in another order. CPU only, where `attention_fits`.
+  """
+  B, N, H = q_BNH.shape
+  L, Bk, K, S, Hk = k_LBKSH.shape
+  if (Bk, Hk) != (B, H) or N % K or v_LBKSH.shape != k_LBKSH.shape or (
+      mask_BS.shape != (B, S)) or not attention_fits(H, S):
+    raise ValueError(f"attend: q {q_BNH.shape}, keys {k_LBKSH.shape}, values "
+                     f"{v_LBKSH.shape}, mask {mask_BS.shape} do not fit (or "
+                     "attention_fits is False here)")
+  if k_LBKSH.dtype not in (jnp.bfloat16, jnp.uint16) or v_LBKSH.dtype != k_LBKSH.dtype:
+    raise ValueError(f"attend: the cache must be bf16 (or its bits), got {k_LBKSH.dtype}")
+  call = jax.ffi.ffi_call(ATTENTION_TARGET, jax.ShapeDtypeStruct((B, N, H), jnp.float32))
+  knobs = jnp.asarray([scale, softcap], jnp.float32)
+  return call(q_BNH.astype(jnp.float32), k_LBKSH, v_LBKSH, jnp.asarray(layer, jnp.int32),
+              mask_BS.astype(jnp.bool_), knobs)
 
 
 def take(table: jax.Array, index: jax.Array | int) -> jax.Array:

@@ -195,7 +195,7 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       GPU decoding, no gradient).
     cpu_matvec: with a cache and stacked 16-bit layer matrices (bf16 or its bits,
       `decode_params`; any layout), on CPU only, without gradients: at most
-      `cpu_matvec.MAX_ROWS` tokens in all run their products with the kernel of
+      `cpu_matvec.max_rows()` tokens in all run their products with the kernel of
       `model.cpu_matvec`, each reading its layer in place from the stack; more tokens
       (a prefill) take each layer's matrices out of the stacks with
       `cpu_matvec.take` inside the loop, to the same bits as XLA's slicing of the
@@ -249,8 +249,14 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       k = apply_rope(k, cos, sin)
       k, v = kv_fn(k, v)
       mask = mask_g if mask_l is None else jnp.where(is_local, mask_l, mask_g)
-      o = attention(q, k.astype(dtype), v.astype(dtype), mask, cfg,
-                    by_sums=sum_attention)
+      if isinstance(k, _InStack):  # one token over the cache, in place (`layer`)
+        B, _, N, H = q.shape
+        o = cpu_kernel.attend(q.reshape(B, N, H), k.stack, v.stack, k.layer,
+                              mask[:, 0], cfg.query_scale, cfg.attn_softcap or 0.0)
+        o = o.reshape(B, 1, N, H).astype(q.dtype)
+      else:
+        o = attention(q, k.astype(dtype), v.astype(dtype), mask, cfg,
+                      by_sums=sum_attention)
       o = _project(o, p, "wo", 2)
       if cfg.post_norms:
         o = rms_norm(o, p["post_attn_norm"], cfg)
@@ -273,12 +279,18 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
     # place (dynamic_update_slice on a carried buffer), so a decode step never copies
     # the cache; scanning it as xs/ys would rebuild it every step.
     layers, in_place = params["layers"], {}
-    kernel_rows = tokens_BT.size <= cpu_kernel.MAX_ROWS
+    kernel_rows = in_place_ok and tokens_BT.size <= cpu_kernel.max_rows()
+    # One token per row with the products in the kernel: attention over each layer's
+    # bf16 cache in the kernel too, which reads it in place (XLA copied both slices
+    # out for its dots).
+    kernel_attention = (kernel_rows and tokens_BT.shape[1] == 1
+                        and cache.k_LBKSH.dtype in (jnp.bfloat16, jnp.uint16)
+                        and cpu_kernel.attention_fits(cfg.head_dim, cache.length))
     if in_place_ok and isinstance(layers, dict):
       # The scan would slice each layer's matrix out of its stack: a copy per step,
       # and for a bf16 stack XLA:CPU's conversion of the whole stack to float32 before
       # the loop. Instead the kernel takes the whole stack and the layer index (up to
-      # MAX_ROWS rows), or `take` copies the layer's bits out inside the loop.
+      # max_rows() rows), or `take` copies the layer's bits out inside the loop.
       in_place = {n: w for n, w in layers.items()
                   if n in _MATRICES and w.dtype in (jnp.bfloat16, jnp.uint16)}
       layers = {n: w for n, w in layers.items() if n not in in_place}
@@ -296,6 +308,8 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
         put = lambda buf, x: lax.dynamic_update_slice(  # noqa: E731
             buf, store(x.swapaxes(1, 2)[None].astype(value_dtype(buf.dtype))), at)
         new["k"], new["v"] = put(k_all, k), put(v_all, v)
+        if kernel_attention:
+          return _InStack(new["k"], l), _InStack(new["v"], l)
         return (load(lax.dynamic_index_in_dim(new["k"], l, keepdims=False)),
                 load(lax.dynamic_index_in_dim(new["v"], l, keepdims=False)))
 
@@ -319,11 +333,11 @@ def logits_from_hidden(params: Params, h_BTD: jax.Array, cfg: ModelConfig, *,
                        cpu_matvec: bool = False) -> jax.Array:
   """Output logits `[B, T, V]` in float32 from final hidden states (soft cap applied).
 
-  With `cpu_matvec`, at most `cpu_matvec.MAX_ROWS` rows and the bf16 head in
+  With `cpu_matvec`, at most `cpu_matvec.max_rows()` rows and the bf16 head in
   `params["head_t"]` (`decode_params(..., cpu_matvec=True)`), the product runs in the
   CPU kernel of `model.cpu_matvec`."""
   B, T, D = h_BTD.shape
-  if cpu_matvec and "head_t" in params and B * T <= cpu_kernel.MAX_ROWS:
+  if cpu_matvec and "head_t" in params and B * T <= cpu_kernel.max_rows():
     logits = cpu_kernel.matvec_t(h_BTD.reshape(B * T, D), params["head_t"], 0)
     logits = logits.reshape(B, T, -1)
   elif cfg.tie_embeddings:

@@ -158,6 +158,8 @@ def test_prefill_takes_bf16_layers_in_the_loop_to_the_same_bits(monkeypatch):
   pos = jnp.broadcast_to(jnp.arange(5, dtype=jnp.int32), (2, 5))
   taken = []
   real_take = cpu_matvec.take
+  # 10 rows: a prefill only where the kernel takes one row (no AVX-512 BF16).
+  monkeypatch.setattr(cpu_matvec, "max_rows", lambda: 1)
   monkeypatch.setattr(cpu_matvec, "take",
                       lambda t, i: taken.append(t.shape) or real_take(t, i))
 
@@ -207,6 +209,9 @@ def test_kernel_decode_step_computes_the_layer_loop(monkeypatch):
 
   monkeypatch.setattr(cpu_matvec, "matvec", lambda x, w, l: xla(x, w, l, False))
   monkeypatch.setattr(cpu_matvec, "matvec_t", lambda x, w, l: xla(x, w, l, True))
+  # One row per product (the prefill through `take`), as without AVX-512 BF16; the
+  # GEMM kernels' path is `test_kernel_decode_at_batch_4_matches_xla`.
+  monkeypatch.setattr(cpu_matvec, "max_rows", lambda: 1)
   got = _decode_logits(params, cfg, cpu=True)
   # Traced once: 7 layer products (q, k, v, o, gate, up, down) and the head.
   assert sorted(calls) == [False] * 7 + [True]
@@ -215,3 +220,103 @@ def test_kernel_decode_step_computes_the_layer_loop(monkeypatch):
   # soft cap differently). A wrong layer, layout or bias moves them by ~1e-1.
   np.testing.assert_allclose(got, want, rtol=2.0 ** -21, atol=0)
   assert np.abs(want).max() > 1
+
+
+needs_gemm = pytest.mark.skipif(
+    not cpu_matvec.available() or cpu_matvec.max_rows() < 2,
+    reason="the AVX-512 BF16 GEMM kernels do not run on this CPU")
+
+
+# Row counts that are and are not whole row blocks (8 and 4), shapes the kernels take
+# (K even / a multiple of 32, N a multiple of 32 / 4), products split over threads.
+@needs_gemm
+@pytest.mark.parametrize("m,k,n", [(2, 64, 96), (16, 576, 1536), (19, 96, 128),
+                                   (64, 1536, 576)])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_gemm_kernels_equal_float64(m, k, n, transposed):
+  """More than one row runs `_gemm_ir`'s vdpbf16ps kernels: still exact bf16 products
+  summed in float32 (the rigorous bound of `_check`)."""
+  assert cpu_matvec.max_rows() == cpu_matvec.GEMM_MAX_ROWS
+  rng = np.random.default_rng(m + k + n)
+  w = _bf16_bits(rng, (2, n, k) if transposed else (2, k, n))
+  x = _bf16_bits(rng, (m, k))
+  fn = cpu_matvec.matvec_t if transposed else cpu_matvec.matvec
+  y = jax.jit(fn)(jnp.asarray(x).view(jnp.bfloat16), jnp.asarray(w), jnp.int32(1))
+  _check(np.asarray(y), _as_f64(x), _as_f64(w[1]).T if transposed else _as_f64(w[1]))
+
+
+@needs_gemm
+@pytest.mark.parametrize("cap", [0.0, 2.0])
+def test_attend_equals_float64_attention(cap):
+  """Decode attention over a layer of a bf16 cache: the float64 softmax of the scaled,
+  capped, masked scores, weighted sum of values. The kernel rounds the probabilities
+  to bf16 (as the model's attention does), so each output may move by 2^-8 of
+  sum_s p_s |v_s| on top of float32 rounding; a row with no slot left is uniform, as
+  XLA's softmax over all-MASKED scores is."""
+  rng = np.random.default_rng(7)
+  B, K, G, H, S, L, scale = 3, 2, 3, 32, 12, 2, 0.4
+  q = _bf16_bits(rng, (B, K * G, H))
+  k, v = _bf16_bits(rng, (L, B, K, S, H)), _bf16_bits(rng, (L, B, K, S, H))
+  mask = rng.random((B, S)) < 0.6
+  mask[2] = False
+  out = cpu_matvec.attend(jnp.asarray(q).view(jnp.bfloat16), jnp.asarray(k),
+                          jnp.asarray(v), jnp.int32(5), mask, scale,
+                          cap)  # layer 5 is clamped to the last, 1
+  qf, kf, vf = _as_f64(q).reshape(B, K, G, H), _as_f64(k[1]), _as_f64(v[1])
+  s = np.einsum("bkgh,bksh->bkgs", qf, kf) * scale
+  if cap:
+    s = np.tanh(s / cap) * cap
+  s = np.where(mask[:, None, None], s, -1e30)
+  p = np.exp(s - s.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  want = np.einsum("bkgs,bksh->bkgh", p, vf).reshape(B, K * G, H)
+  bound = ((2.0 ** -8 + S * 2.0 ** -23) * np.einsum("bkgs,bksh->bkgh", p, np.abs(vf))
+           ).reshape(B, K * G, H) + 1e-6
+  got = np.asarray(out)
+  assert got.shape == (B, K * G, H) and got.dtype == np.float32
+  assert np.all(np.abs(got - want) <= bound), np.max(np.abs(got - want) - bound)
+  uniform = float(jnp.asarray(1 / S, jnp.bfloat16))  # 1/12 rounded to bf16, as XLA's
+  np.testing.assert_allclose(got[2], uniform * vf[2].sum(1).repeat(G, 0), rtol=0,
+                             atol=1e-6)
+  with pytest.raises(ValueError, match="do not fit"):
+    cpu_matvec.attend(jnp.asarray(q[:, :5]).view(jnp.bfloat16), jnp.asarray(k),
+                      jnp.asarray(v), 0, mask, scale)
+
+
+# MIXED with widths the kernels take (multiples of 32): local and global layers,
+# soft caps, q/k/v biases and norms all on the kernel path.
+WIDE = MIXED.replace(vocab_size=128, d_model=64, head_dim=32, ffw_dim=96, dtype="bfloat16")
+
+
+@needs_gemm
+def test_kernel_decode_at_batch_4_matches_xla(monkeypatch):
+  """A ragged batch of 4 rows (20 prefill rows, then a step of 4) runs every product
+  in the GEMM kernels and the step's attention in `attend`, and gives XLA's logits:
+  the kernels sum float32 in another order (measured max difference 9.5e-7 at logits
+  up to 4.5; the bound is 1e-3); a wrong layer, mask or position moves them by ~1."""
+  raw = _params(WIDE.replace(dtype="float32"))
+  params = rjm.decode_params(raw, WIDE, cpu_matvec=True)
+  calls = {"attend": 0, "matvec": 0}
+  for name in calls:
+    real = getattr(cpu_matvec, name)
+    monkeypatch.setattr(cpu_matvec, name, lambda *a, _r=real, _n=name, **k: (
+        calls.__setitem__(_n, calls[_n] + 1), _r(*a, **k))[1])
+  tokens = jax.random.randint(jax.random.key(4), (4, 6), 0, WIDE.vocab_size)
+  pos = jnp.asarray(np.arange(6)[None] - np.array([[0], [2], [1], [4]]), jnp.int32)
+  step = jax.jit(rjm.forward, static_argnums=3, static_argnames="cpu_matvec")
+
+  def run(p, cpu):
+    cache = rjm.init_cache(WIDE, batch=4, length=8)
+    a, cache = step(p, tokens[:, :5], pos[:, :5], WIDE, cache, cpu_matvec=cpu)
+    b, _ = step(p, tokens[:, 5:], pos[:, 5:], WIDE, cache, cpu_matvec=cpu)
+    return np.concatenate([np.asarray(a), np.asarray(b)], 1)
+
+  got = run(params, True)
+  # Traced once each: the prefill's and the step's 7 layer products, the step's
+  # attention (the prefill's 5 tokens attend in XLA).
+  assert calls == {"attend": 1, "matvec": 14}
+  want = run(rjm.decode_params(raw, WIDE), False)
+  real = pos >= 0  # padding queries attend to nothing real: their logits are noise
+  err = np.abs(got - want)[np.asarray(real)]
+  assert err.max() < 1e-3, err.max()
+  assert np.abs(want).max() > 2

@@ -243,11 +243,14 @@ def test_decode_plan_per_platform():
   assert loop.decode_plan("gpu", sharded=True) == loop.DecodePlan("stacked", True, True)
   assert loop.decode_plan("cpu", sharded=False) == loop.DecodePlan()
   assert loop.decode_plan("tpu", sharded=False) == loop.DecodePlan()
-  # CPU batch-1 bf16 decoding runs its products in the numba kernel (model.cpu_matvec).
+  # CPU bf16 decoding of up to max_rows() rows (1, or 64 with the AVX-512 BF16 GEMMs)
+  # runs its products in the numba kernel (model.cpu_matvec).
   kernel = loop.DecodePlan(cpu_matvec=True) if rjm.cpu_matvec.available() else None
-  assert loop.decode_plan("cpu", False, rows=1, dtype="bfloat16") == (
-      kernel or loop.DecodePlan())
-  for other in (dict(rows=2, dtype="bfloat16"), dict(rows=1, dtype="float32")):
+  limit = max(1, rjm.cpu_matvec.max_rows())
+  for rows in (1, limit):
+    assert loop.decode_plan("cpu", False, rows=rows, dtype="bfloat16") == (
+        kernel or loop.DecodePlan())
+  for other in (dict(rows=limit + 1, dtype="bfloat16"), dict(rows=1, dtype="float32")):
     assert loop.decode_plan("cpu", False, **other) == loop.DecodePlan()
   assert loop.decode_plan("cpu", True, rows=1, dtype="bfloat16") == loop.DecodePlan()
   assert loop.decode_plan("gpu", False, rows=1, dtype="bfloat16") == GPU_PLAN

@@ -1,0 +1,192 @@
+"""bf16 GEMM micro-kernels for CPU decoding at a few rows, in LLVM IR on AVX-512 BF16.
+
+`_cpu_kernel` runs every product of a decode step on the bf16 weights as stored. At one
+row a product is a pass over the weights (memory-bound: numba's loops suffice). At 16
+to 64 rows (a batch of prompts, or a group of samples) it is compute-bound, and
+XLA:CPU's GEMMs (YNNPACK) ran at ~85 GFLOP/s per core of a Zen 4 (docs/benchmarks.md):
+float32 FMAs after converting the weights. `vdpbf16ps` multiplies bf16 pairs into float32
+sums at twice the FMA rate, so these kernels use it directly. numba has no vector
+types, so they are written as LLVM IR text, compiled once per process by llvmlite
+(numba's own LLVM, ~0.1 s) for the host CPU; `_cpu_kernel` calls them through the
+function addresses in a table.
+
+Both compute `y[m, n] = sum_k x[m, k] w[.., ..]` in float32 from bf16 bits, for row
+blocks of a padded `x [RB * rows, K]` (bf16 bits) and output columns `[n0, n1)`:
+  kn: w `[K, N]` (`[in, out]`, the stacked layer matrices). A pair of weight rows
+    (k, k+1) is interleaved in registers into 16 (k, k+1) pairs per vector, multiplied
+    by the broadcast pair x[m, k:k+2]: 32 columns by `KN_ROWS` rows per block, one
+    strip of 32 columns at a time down K. Strips are read 64 bytes per row, so the
+    kernel prefetches the same rows `KN_PREFETCH` columns ahead (4 strips): without it
+    a cold [576, 1536] ran at 70 GFLOP/s on one Zen 4 core, with it 130-160 (hot: 185).
+  nk: w `[N, K]` (`[out, in]`, the tied embedding as the output head): `NK_COLS` weight
+    rows by `NK_ROWS` x rows, 32 k at a time, each (m, n) sum kept in one vector, the 16
+    vectors reduced at the end by a shuffle tree; weight rows `NK_PREFETCH` rows ahead
+    are prefetched (SmolLM2's head at 16 rows: 94 -> 154 GFLOP/s on one core).
+Products of bf16 values are exact in float32, and `vdpbf16ps` adds them in float32
+(denormal inputs and results flushed to zero, which bf16 activations and weights of a
+trained model do not reach): a sum of exact products in another order than XLA's.
+
+Only for x86 CPUs whose LLVM reports `avx512bf16` (Zen 4 and later, Intel Cooper
+Lake, Sapphire Rapids and later); elsewhere `compile_kernels` says why not and the
+decode keeps XLA's products above one row.
+"""
+from __future__ import annotations
+
+import functools
+
+import llvmlite.binding as llvm
+
+KN_ROWS = 8
+NK_ROWS, NK_COLS = 4, 4
+KN_STRIP = 32
+KN_PREFETCH = 128
+NK_PREFETCH = 8
+# Every kernel has this signature (the numba caller casts the table's addresses to it):
+# void f(float* y, bf16* x, bf16* w, i64 K, i64 ldw, i64 ldy, i64 n0, i64 n1, i64 RB)
+_ARGS = ("ptr noalias %y0, ptr noalias %x0, ptr noalias %w, i64 %K, i64 %ldw, i64 %ldy, "
+         "i64 %n0, i64 %n1, i64 %RB")
+_DP = "@llvm.x86.avx512bf16.dpbf16ps.512"
+_DECLS = (f"declare <16 x float> {_DP}(<16 x float>, <32 x bfloat>, <32 x bfloat>)\n"
+          "declare void @llvm.prefetch.p0(ptr, i32, i32, i32)\n")
+_engine = None  # the compiled module's engine, kept alive for the process
+
+
+def _loops(name: str, rows: int, step: int, acc: list[str]) -> list[str]:
+  """The shared frame: columns [n0, n1) by `step`, row blocks inside (so a strip of
+  weights stays in cache for every block), accumulator phis zeroed per block."""
+  return [
+      f"define void @{name}({_ARGS}) {{",
+      "entry:\n  %c0 = icmp slt i64 %n0, %n1\n  br i1 %c0, label %nloop, label %exit",
+      "nloop:\n  %n = phi i64 [%n0, %entry], [%nnext, %rdone]\n  br label %rloop",
+      "rloop:\n  %rb = phi i64 [0, %nloop], [%rbnext, %store]",
+      f"  %m0 = mul i64 %rb, {rows}\n  %xo = mul i64 %m0, %K",
+      "  %x = getelementptr i16, ptr %x0, i64 %xo",
+      "  %yo = mul i64 %m0, %ldy\n  %y = getelementptr float, ptr %y0, i64 %yo",
+      "  br label %kloop",
+      "kloop:\n  %k = phi i64 [0, %rloop], [%knext, %kloop]",
+  ] + [f"  %{a} = phi <16 x float> [zeroinitializer, %rloop], [%n{a}, %kloop]"
+       for a in acc]
+
+
+def _close(step: int) -> list[str]:
+  return [
+      "  %rbnext = add i64 %rb, 1\n  %rc = icmp slt i64 %rbnext, %RB",
+      "  br i1 %rc, label %rloop, label %rdone",
+      f"rdone:\n  %nnext = add i64 %n, {step}\n  %nc = icmp slt i64 %nnext, %n1",
+      "  br i1 %nc, label %nloop, label %exit",
+      "exit:\n  ret void\n}",
+  ]
+
+
+def _kn_ir(rows: int) -> str:
+  """The [K, N] kernel (see the module docstring); K even, N a multiple of 32."""
+  acc = [f"a{r}_{h}" for r in range(rows) for h in range(2)]
+  out = _loops("kn", rows, KN_STRIP, acc)
+  add = out.append
+  add("  %kk = shl i64 %k, 1\n  %o0 = mul i64 %kk, %ldw\n  %o0n = add i64 %o0, %n")
+  add("  %o1n = add i64 %o0n, %ldw")
+  add("  %pa = getelementptr i16, ptr %w, i64 %o0n\n  %pb = getelementptr i16, ptr %w, i64 %o1n")
+  add("  %a = load <32 x i16>, ptr %pa, align 2\n  %b = load <32 x i16>, ptr %pb, align 2")
+  for p in ("a", "b"):
+    add(f"  %q{p} = getelementptr i16, ptr %p{p}, i64 {KN_PREFETCH}")
+    add(f"  call void @llvm.prefetch.p0(ptr %q{p}, i32 0, i32 3, i32 1)")
+  for h, first in (("lo", 0), ("hi", 16)):
+    idx = ", ".join(f"i32 {first + i}, i32 {32 + first + i}" for i in range(16))
+    add(f"  %{h}i = shufflevector <32 x i16> %a, <32 x i16> %b, <32 x i32> <{idx}>")
+    add(f"  %{h} = bitcast <32 x i16> %{h}i to <32 x bfloat>")
+  for r in range(rows):
+    add(f"  %xr{r} = mul i64 %K, {r}\n  %xi{r} = add i64 %xr{r}, %kk")
+    add(f"  %xp{r} = getelementptr i16, ptr %x, i64 %xi{r}")
+    add(f"  %xs{r} = load i32, ptr %xp{r}, align 2")
+    add(f"  %xv{r} = insertelement <16 x i32> poison, i32 %xs{r}, i64 0")
+    add(f"  %xb{r} = shufflevector <16 x i32> %xv{r}, <16 x i32> poison, "
+        "<16 x i32> zeroinitializer")
+    add(f"  %xf{r} = bitcast <16 x i32> %xb{r} to <32 x bfloat>")
+    for h, v in ((0, "lo"), (1, "hi")):
+      add(f"  %na{r}_{h} = call <16 x float> {_DP}(<16 x float> %a{r}_{h}, "
+          f"<32 x bfloat> %{v}, <32 x bfloat> %xf{r})")
+  add("  %knext = add i64 %k, 1\n  %k2 = lshr i64 %K, 1\n  %kc = icmp slt i64 %knext, %k2")
+  add("  br i1 %kc, label %kloop, label %store")
+  add("store:")
+  for r in range(rows):
+    add(f"  %yr{r} = mul i64 %ldy, {r}\n  %yc{r} = add i64 %yr{r}, %n")
+    add(f"  %yp{r}_0 = getelementptr float, ptr %y, i64 %yc{r}")
+    add(f"  %yp{r}_1 = getelementptr float, ptr %yp{r}_0, i64 16")
+    for h in range(2):
+      add(f"  store <16 x float> %na{r}_{h}, ptr %yp{r}_{h}, align 4")
+  return "\n".join(out + _close(KN_STRIP))
+
+
+def _nk_ir(rows: int, cols: int) -> str:
+  """The [N, K] kernel (see the module docstring); K a multiple of 32, N of `cols`."""
+  assert rows * cols == 16  # one vector of 16 sums after the reduction tree
+  acc = [f"a{r}_{j}" for r in range(rows) for j in range(cols)]
+  out = _loops("nk", rows, cols, acc)
+  add = out.append
+  add(f"  %pfo = mul i64 %ldw, {NK_PREFETCH}")
+  for j in range(cols):
+    add(f"  %wn{j} = add i64 %n, {j}\n  %wr{j} = mul i64 %wn{j}, %ldw")
+    add(f"  %wo{j} = add i64 %wr{j}, %k\n  %wp{j} = getelementptr i16, ptr %w, i64 %wo{j}")
+    add(f"  %wv{j} = load <32 x bfloat>, ptr %wp{j}, align 2")
+    add(f"  %wq{j} = getelementptr i16, ptr %wp{j}, i64 %pfo")
+    add(f"  call void @llvm.prefetch.p0(ptr %wq{j}, i32 0, i32 3, i32 1)")
+  for r in range(rows):
+    add(f"  %xr{r} = mul i64 %K, {r}\n  %xo{r} = add i64 %xr{r}, %k")
+    add(f"  %xp{r} = getelementptr i16, ptr %x, i64 %xo{r}")
+    add(f"  %xv{r} = load <32 x bfloat>, ptr %xp{r}, align 2")
+    for j in range(cols):
+      add(f"  %na{r}_{j} = call <16 x float> {_DP}(<16 x float> %a{r}_{j}, "
+          f"<32 x bfloat> %wv{j}, <32 x bfloat> %xv{r})")
+  add("  %knext = add i64 %k, 32\n  %kc = icmp slt i64 %knext, %K")
+  add("  br i1 %kc, label %kloop, label %store")
+  add("store:")
+  # Reduction tree: pairs of vectors holding G sums of W lanes each become one vector
+  # of 2G sums of W/2 lanes (first halves + second halves), keeping the order.
+  vs, width, level = [f"%n{a}" for a in acc], 16, 0
+  while len(vs) > 1:
+    groups, half, nxt = 16 // width, width // 2, []
+    first = [g * width + t for g in range(groups) for t in range(half)]
+    second = [i + half for i in first]
+    for p in range(0, len(vs), 2):
+      t = f"%t{level}_{p}"
+      for suffix, lanes in (("a", first), ("b", second)):
+        idx = ", ".join(f"i32 {i}" for i in lanes + [16 + i for i in lanes])
+        add(f"  {t}{suffix} = shufflevector <16 x float> {vs[p]}, <16 x float> "
+            f"{vs[p + 1]}, <16 x i32> <{idx}>")
+      add(f"  {t} = fadd <16 x float> {t}a, {t}b")
+      nxt.append(t)
+    vs, width, level = nxt, half, level + 1
+  for r in range(rows):
+    idx = ", ".join(f"i32 {r * cols + j}" for j in range(cols))
+    add(f"  %o{r} = shufflevector <16 x float> {vs[0]}, <16 x float> poison, "
+        f"<{cols} x i32> <{idx}>")
+    add(f"  %yr{r} = mul i64 %ldy, {r}\n  %yc{r} = add i64 %yr{r}, %n")
+    add(f"  %yp{r} = getelementptr float, ptr %y, i64 %yc{r}")
+    add(f"  store <{cols} x float> %o{r}, ptr %yp{r}, align 4")
+  return "\n".join(out + _close(cols))
+
+
+@functools.cache
+def compile_kernels() -> tuple[int, int] | str:
+  """The addresses of the kn and nk kernels, compiled for this host; or, where they
+  cannot run here, a sentence saying why."""
+  global _engine
+  features = llvm.get_host_cpu_features().flatten()
+  if "+avx512bf16" not in features.split(","):
+    return "the CPU has no AVX-512 BF16 (vdpbf16ps)"
+  try:
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    mod = llvm.parse_assembly(_DECLS + _kn_ir(KN_ROWS) + "\n" + _nk_ir(NK_ROWS, NK_COLS))
+    mod.verify()
+    tm = llvm.Target.from_default_triple().create_target_machine(
+        cpu=llvm.get_host_cpu_name(), features=features, opt=3)
+    pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=3))
+    pb.getModulePassManager().run(mod, pb)
+    engine = llvm.create_mcjit_compiler(mod, tm)
+    engine.finalize_object()
+    kn, nk = engine.get_function_address("kn"), engine.get_function_address("nk")
+  except Exception as e:  # noqa: BLE001 (an LLVM without the intrinsic, say)
+    return f"LLVM could not build the bf16 GEMM kernels: {type(e).__name__}: {e}"
+  _engine = engine
+  return kn, nk
