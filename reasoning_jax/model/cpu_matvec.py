@@ -26,12 +26,16 @@ import jax.numpy as jnp
 TARGETS = {True: "reasoning_jax_bf16_matvec_t", False: "reasoning_jax_bf16_matvec"}
 TAKE_TARGET = "reasoning_jax_take16"
 ATTENTION_TARGET = "reasoning_jax_decode_attention"
+LOGSUMEXP_TARGET = "reasoning_jax_row_logsumexp"
 
 # The most rows the decode sends to the kernel where `_gemm_ir`'s AVX-512 BF16 GEMMs
 # run (a step of up to 64 rows: at 16 and 64 rows they ran at 1.4-2.1x XLA:CPU's
 # GEMMs on a 2-core Zen 4, docs/benchmarks.md). Elsewhere one row: the numba loops
 # re-read the converted weights per row (two rows ran at 15-18 GB/s).
 GEMM_MAX_ROWS = 64
+# Columns per strip of `pack`'s layout (`_gemm_ir.KP_STRIP`; kept here so that
+# callers need not load the kernels to ask whether a matrix packs).
+PACK_STRIP = 16
 
 
 @functools.cache
@@ -45,6 +49,7 @@ def _register() -> str | None:
   try:
     handlers = {TARGETS[True]: _cpu_kernel.handler_t,
                 TARGETS[False]: _cpu_kernel.handler_n,
+                LOGSUMEXP_TARGET: _cpu_kernel.handler_logsumexp,
                 TAKE_TARGET: _cpu_kernel.handler_take,
                 ATTENTION_TARGET: _cpu_kernel.handler_attention}
     for name, fn in handlers.items():
@@ -69,6 +74,37 @@ def max_rows() -> int:
   return GEMM_MAX_ROWS if _cpu_kernel.GEMM_UNAVAILABLE is None else 1
 
 
+def packs(k: int, n: int) -> bool:
+  """Whether a `[K, N]` matrix has a `pack`ed form and the packed kernels run here:
+  K even, N a multiple of `PACK_STRIP`, and `max_rows() > 1`."""
+  return k % 2 == 0 and n % PACK_STRIP == 0 and max_rows() > 1
+
+
+def pack(w_LKN: jax.Array) -> jax.Array:
+  """The stacked bf16 `[L, K, N]` matrices in the layout of `_gemm_ir`'s kp kernel,
+  `[L, N / 16, K / 2, 16, 2]`: per layer, strips of 16 output columns, each strip one
+  contiguous run, in it row pair (2j, 2j + 1) of the strip's columns, interleaved.
+
+  Why: at 2-64 rows a CPU decode step is compute-bound, and `vdpbf16ps` multiplies
+  pairs of adjacent bf16 values: in this layout a plain load is the vector it wants,
+  and each strip is one stream for the prefetcher (2.4x the kn kernel on `[K, N]`,
+  docs/benchmarks.md). One copy of the weights, made once per sampling call.
+  `matvec` multiplies it, bit for bit as the `[K, N]` stack at more than one row.
+  """
+  L, K, N = w_LKN.shape
+  if K % 2 or N % PACK_STRIP or w_LKN.dtype not in (jnp.bfloat16, jnp.uint16):
+    raise ValueError(f"pack: w {w_LKN.shape} {w_LKN.dtype} must be bf16 [L, K, N] with "
+                     f"K even and N a multiple of {PACK_STRIP}")
+  # Each (2j, 2j + 1) pair as one 32-bit word (the first in the low half: little
+  # endian), then a transpose of whole words: 2.2x as fast on XLA:CPU as transposing
+  # the 16-bit values (47 vs 103 ms for SmolLM2-135M's MLP stacks on a 2-core Zen 4).
+  u = jax.lax.bitcast_convert_type(w_LKN, jnp.uint16).astype(jnp.uint32)
+  u = u.reshape(L, K // 2, 2, N)
+  u = u[:, :, 0] | (u[:, :, 1] << 16)
+  u = u.reshape(L, K // 2, N // PACK_STRIP, PACK_STRIP).transpose(0, 2, 1, 3)
+  return jax.lax.bitcast_convert_type(u, jnp.bfloat16)
+
+
 def matvec(x_MK: jax.Array, w_LKN: jax.Array, layer: jax.Array | int) -> jax.Array:
   """`x @ w[layer]` in float32 for bf16 weights (or their bits).
 
@@ -76,7 +112,8 @@ def matvec(x_MK: jax.Array, w_LKN: jax.Array, layer: jax.Array | int) -> jax.Arr
     x_MK: activations `[M, K]` (any float dtype; converted to float32, which is exact
       for bf16).
     w_LKN: `[L, K, N]` bfloat16 (or its bits as uint16): L stacked `[in, out]`
-      matrices, read as they are (no conversion or copy is made).
+      matrices, read as they are (no conversion or copy is made); or their `pack`ed
+      form `[L, N / 16, K / 2, 16, 2]` (where `packs`), any number of rows.
     layer: int32 scalar, the matrix to use (traced; no copy of the slice is made;
       clamped to [0, L) like XLA's dynamic indexing).
 
@@ -139,6 +176,26 @@ def attend(q_BNH: jax.Array, k_LBKSH: jax.Array, v_LBKSH: jax.Array,
               mask_BS.astype(jnp.bool_), knobs)
 
 
+def logsumexp(x_MV: jax.Array) -> jax.Array:
+  """`jax.nn.logsumexp(x, axis=-1)` of float32 rows `[M, V]`, on both cores: `[M]`.
+
+  Why: a decode step's model log-probabilities need the log-sum-exp of every row's
+  logits, and XLA:CPU ran it on one thread at ~1 ns per exp (1.1 ms of a 17 ms
+  SmolLM2-135M step at 16 rows, docs/benchmarks.md). Here the rows are split over
+  the threads and the exps are a vectorised polynomial (< 2e-7 relative): within
+  ~1e-6 of XLA's for SmolLM2's vocabulary. A row whose max is not finite gets it (NaN
+  if the row holds a NaN), as XLA's. CPU only, where `available()`.
+  """
+  if x_MV.ndim != 2:
+    raise ValueError(f"logsumexp: x {x_MV.shape} must be [M, V]")
+  reason = _register()
+  if reason is not None:
+    raise RuntimeError(f"logsumexp: {reason}; check cpu_matvec.available() first")
+  call = jax.ffi.ffi_call(LOGSUMEXP_TARGET,
+                          jax.ShapeDtypeStruct((x_MV.shape[0],), jnp.float32))
+  return call(x_MV.astype(jnp.float32))
+
+
 def take(table: jax.Array, index: jax.Array | int) -> jax.Array:
   """`table[index]` (rows of a 16-bit table, indices clamped to [0, R) like XLA's
   dynamic indexing) as an opaque custom call.
@@ -177,7 +234,13 @@ def take(table: jax.Array, index: jax.Array | int) -> jax.Array:
 def _call(x, w, layer, transposed: bool) -> jax.Array:
   name = "matvec_t" if transposed else "matvec"
   k_axis = 2 if transposed else 1
-  if x.ndim != 2 or w.ndim != 3 or x.shape[1] != w.shape[k_axis]:
+  if not transposed and w.ndim == 5:  # `pack`ed
+    k, n = w.shape[2] * 2, w.shape[1] * w.shape[3]
+    if w.shape[3:] != (PACK_STRIP, 2) or x.ndim != 2 or x.shape[1] != k or not packs(k, n):
+      raise ValueError(f"matvec: x {x.shape} must be [M, K] and the packed w {w.shape} "
+                       f"[L, N / {PACK_STRIP}, K / 2, {PACK_STRIP}, 2] (`pack`), where the "
+                       "packed kernels run (`packs`)")
+  elif x.ndim != 2 or w.ndim != 3 or x.shape[1] != w.shape[k_axis]:
     form = "[L, N, K]" if transposed else "[L, K, N]"
     raise ValueError(f"{name}: x {x.shape} must be [M, K] and w {w.shape} {form} with "
                      "the same K")
@@ -187,7 +250,10 @@ def _call(x, w, layer, transposed: bool) -> jax.Array:
   reason = _register()
   if reason is not None:
     raise RuntimeError(f"{name}: {reason}; check cpu_matvec.available() first")
-  n = w.shape[1] if transposed else w.shape[2]
+  n = w.shape[1] if transposed else w.shape[2] if w.ndim == 3 else w.shape[1] * w.shape[3]
   call = jax.ffi.ffi_call(TARGETS[transposed],
                           jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32))
-  return call(x.astype(jnp.float32), w, jnp.asarray(layer, jnp.int32))
+  # The packed kernels take x as bf16 (they round it to bf16 anyway): a bf16 model's
+  # activations then go in as they are, with no conversion on either side.
+  x = x.astype(jnp.bfloat16 if w.ndim == 5 else jnp.float32)
+  return call(x, w, jnp.asarray(layer, jnp.int32))

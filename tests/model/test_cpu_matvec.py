@@ -245,6 +245,76 @@ def test_gemm_kernels_equal_float64(m, k, n, transposed):
   _check(np.asarray(y), _as_f64(x), _as_f64(w[1]).T if transposed else _as_f64(w[1]))
 
 
+# One and several row blocks of each kp kernel (8 and 16 rows), rows padded to one,
+# one strip (N = 16) to many, products split over threads.
+@needs_gemm
+@pytest.mark.parametrize("m", [1, 2, 8, 9, 16, 64])
+@pytest.mark.parametrize("k,n", [(64, 96), (576, 1536), (96, 16)])
+def test_packed_products_equal_the_stacks_bit_for_bit(m, k, n):
+  """`pack` lays each layer out as `[N / 16, K / 2, 16, 2]` (element [s, j, c, t] is
+  w[2j + t, 16s + c]), and `matvec` on it gives exact bf16 products summed in float32
+  (`_check`'s bound), above one row bit for bit the kn kernel's on the stack (the same
+  vdpbf16ps sums in the same order, from another layout)."""
+  rng = np.random.default_rng(7 * m + k + n)
+  w = _bf16_bits(rng, (2, k, n))
+  x = jnp.asarray(_bf16_bits(rng, (m, k))).view(jnp.bfloat16)
+  wp = jax.jit(cpu_matvec.pack)(jnp.asarray(w).view(jnp.bfloat16))
+  layout = w.reshape(2, k // 2, 2, n // 16, 16).transpose(0, 3, 1, 4, 2)
+  np.testing.assert_array_equal(np.asarray(wp).view(np.uint16), layout)
+  y = np.asarray(jax.jit(cpu_matvec.matvec)(x, wp, jnp.int32(1)))
+  _check(y, _as_f64(np.asarray(x).view(np.uint16)), _as_f64(w[1]))
+  if m > 1 and n % 32 == 0:  # the stack's kn kernel takes whole strips of 32
+    stacked = jax.jit(cpu_matvec.matvec)(x, jnp.asarray(w), jnp.int32(1))
+    np.testing.assert_array_equal(y, np.asarray(stacked))
+
+
+@needs_gemm
+def test_pack_bad_input_names_the_problem():
+  w = jnp.zeros((2, 64, 48), jnp.bfloat16)
+  for bad in (jnp.zeros((2, 64, 40), jnp.bfloat16), jnp.zeros((2, 63, 48), jnp.bfloat16),
+              jnp.zeros((2, 64, 48), jnp.float32)):
+    with pytest.raises(ValueError, match="multiple of 16"):
+      cpu_matvec.pack(bad)
+  wp = cpu_matvec.pack(w)
+  with pytest.raises(ValueError, match="packed w"):
+    cpu_matvec.matvec(jnp.zeros((4, 62)), wp, 0)  # K of x is not the matrix's
+  with pytest.raises(ValueError, match="packed w"):
+    cpu_matvec.matvec(jnp.zeros((4, 64)), wp.reshape(2, 3, 32, 32, 1), 0)
+
+
+@pytest.mark.parametrize("m,v", [(1, 37), (3, 1000), (16, 49152), (5, 49157)])
+def test_logsumexp_equals_float64(m, v):
+  rng = np.random.default_rng(v)
+  x = (rng.standard_normal((m, v)) * rng.uniform(0.5, 8, (m, 1))
+       + rng.uniform(-30, 30, (m, 1))).astype(np.float32)
+  y = np.asarray(jax.jit(cpu_matvec.logsumexp)(x))
+  x64 = x.astype(np.float64)
+  top = x64.max(-1)
+  exact = top + np.log(np.exp(x64 - top[:, None]).sum(-1))
+  # lse = max + log(sum): rounding the log and then the add in float32 costs up to
+  # 2^-24 (log(sum) + |lse|); the float32 sum of exps (and the polynomial exp) add
+  # ~2e-7 relative to the sum, i.e. ~2e-7 in the log.
+  assert y.dtype == np.float32 and y.shape == (m,)
+  rounding = 2.0 ** -24 * ((exact - top) + np.abs(exact))
+  np.testing.assert_array_less(np.abs(y - exact), rounding + 5e-7)
+
+
+def test_logsumexp_of_rows_with_infinities_and_nans_is_xlas():
+  rng = np.random.default_rng(1)
+  x = rng.standard_normal((6, 100)).astype(np.float32)
+  x[0] = -np.inf                      # an empty row: -inf
+  x[1, 5] = np.inf                    # +inf wins
+  x[2, 7] = np.nan                    # NaN propagates
+  x[3, ::2] = -np.inf                 # masked-out half: finite
+  x[4, 3], x[4, 9] = np.inf, np.nan   # NaN beats +inf
+  x[5, 1], x[5, 2] = np.inf, -np.inf
+  y = np.asarray(jax.jit(cpu_matvec.logsumexp)(x))
+  np.testing.assert_array_equal(y[[0, 1, 2, 4, 5]], [-np.inf, np.inf, np.nan, np.nan, np.inf])
+  np.testing.assert_allclose(y, np.asarray(jax.nn.logsumexp(x, axis=-1)), rtol=3e-7)
+  with pytest.raises(ValueError, match=r"must be \[M, V\]"):
+    cpu_matvec.logsumexp(jnp.zeros((2, 3, 4)))
+
+
 @needs_gemm
 @pytest.mark.parametrize("cap", [0.0, 2.0])
 def test_attend_equals_float64_attention(cap):
@@ -259,10 +329,16 @@ def test_attend_equals_float64_attention(cap):
   k, v = _bf16_bits(rng, (L, B, K, S, H)), _bf16_bits(rng, (L, B, K, S, H))
   mask = rng.random((B, S)) < 0.6
   mask[2] = False
+  # Row 1's slots after its last unmasked one (6), past the kernels' unit of 4, are
+  # not read: NaN there (0 x NaN would be NaN) leaves its output finite.
+  mask[1, 6:] = [True] + [False] * (S - 7)
+  k, v = k.copy(), v.copy()
+  k[1, 1, :, 8:] = v[1, 1, :, 8:] = 0x7FC0
   out = cpu_matvec.attend(jnp.asarray(q).view(jnp.bfloat16), jnp.asarray(k),
                           jnp.asarray(v), jnp.int32(5), mask, scale,
                           cap)  # layer 5 is clamped to the last, 1
-  qf, kf, vf = _as_f64(q).reshape(B, K, G, H), _as_f64(k[1]), _as_f64(v[1])
+  qf, kf, vf = (_as_f64(q).reshape(B, K, G, H), np.nan_to_num(_as_f64(k[1])),
+                np.nan_to_num(_as_f64(v[1])))
   s = np.einsum("bkgh,bksh->bkgs", qf, kf) * scale
   if cap:
     s = np.tanh(s / cap) * cap
@@ -289,13 +365,20 @@ WIDE = MIXED.replace(vocab_size=128, d_model=64, head_dim=32, ffw_dim=96, dtype=
 
 
 @needs_gemm
-def test_kernel_decode_at_batch_4_matches_xla(monkeypatch):
+@pytest.mark.parametrize("packed", [False, True])
+def test_kernel_decode_at_batch_4_matches_xla(monkeypatch, packed):
   """A ragged batch of 4 rows (20 prefill rows, then a step of 4) runs every product
   in the GEMM kernels and the step's attention in `attend`, and gives XLA's logits:
   the kernels sum float32 in another order (measured max difference 9.5e-7 at logits
-  up to 4.5; the bound is 1e-3); a wrong layer, mask or position moves them by ~1."""
+  up to 4.5; the bound is 1e-3); a wrong layer, mask or position moves them by ~1.
+  With the weights also packed (`decode_params(packed=True)`), every product and the
+  head read the packed forms, and the hidden states are the stacks' bit for bit."""
   raw = _params(WIDE.replace(dtype="float32"))
-  params = rjm.decode_params(raw, WIDE, cpu_matvec=True)
+  params = rjm.decode_params(raw, WIDE, cpu_matvec=True, packed=packed)
+  if packed:
+    assert sorted(params["packed"]) == sorted(
+        ["wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"])
+    assert params["head_p"].shape == (1, WIDE.vocab_size // 16, WIDE.d_model // 2, 16, 2)
   calls = {"attend": 0, "matvec": 0}
   for name in calls:
     real = getattr(cpu_matvec, name)
@@ -312,9 +395,15 @@ def test_kernel_decode_at_batch_4_matches_xla(monkeypatch):
     return np.concatenate([np.asarray(a), np.asarray(b)], 1)
 
   got = run(params, True)
-  # Traced once each: the prefill's and the step's 7 layer products, the step's
-  # attention (the prefill's 5 tokens attend in XLA).
-  assert calls == {"attend": 1, "matvec": 14}
+  # Traced once each: the prefill's and the step's 7 layer products (and, packed, their
+  # heads), the step's attention (the prefill's 5 tokens attend in XLA).
+  assert calls == {"attend": 1, "matvec": 16 if packed else 14}
+  if packed:
+    hidden = jax.jit(rjm.forward_hidden, static_argnums=3, static_argnames="cpu_matvec")
+    cache = rjm.init_cache(WIDE, batch=4, length=8)
+    h = [np.asarray(hidden(p, tokens[:, :5], pos[:, :5], WIDE, cache, cpu_matvec=True)[0])
+         for p in (params, rjm.decode_params(raw, WIDE, cpu_matvec=True))]
+    np.testing.assert_array_equal(h[0], h[1])
   want = run(rjm.decode_params(raw, WIDE), False)
   real = pos >= 0  # padding queries attend to nothing real: their logits are noise
   err = np.abs(got - want)[np.asarray(real)]
