@@ -3,9 +3,12 @@ layouts that the cached forward (`forward.forward_hidden` with a cache) reads fa
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
+from reasoning_jax.model import cpu_matvec as cpu_kernel
 from reasoning_jax.model.cache import store
 from reasoning_jax.model.config import ModelConfig
 from reasoning_jax.model.params import Params
@@ -15,7 +18,8 @@ DECODE_LAYOUTS = ("stacked", "fused", "fused_t")
 
 
 def decode_params(params: Params, cfg: ModelConfig, *, layout: str = "stacked",
-                  unstack: bool = False, cpu_matvec: bool = False) -> Params:
+                  unstack: bool = False, cpu_matvec: bool = False,
+                  packed: bool = False) -> Params:
   """The params as the cached forward reads them fastest: in the compute dtype, with
   the stacked layer weights held as their storage bits (bf16 as uint16, see
   `cache.storage_dtype`), in one of three layouts.
@@ -47,7 +51,11 @@ def decode_params(params: Params, cfg: ModelConfig, *, layout: str = "stacked",
   made (the copy to bits cost ~150 ms per call for SmolLM2-135M on a 2-core CPU,
   page faults of its fresh buffer included), and the output head is added as
   `params["head_t"]`, one bf16 `[1, V, D]` matrix (the tied embedding as is, an
-  untied head transposed) for `logits_from_hidden(..., cpu_matvec=True)`.
+  untied head transposed) for `logits_from_hidden(..., cpu_matvec=True)`. With
+  `packed` too (stacked layers only; where `cpu_matvec.packs`: CPUs with AVX-512 BF16),
+  `params["packed"]` holds the `cpu_matvec.pack`ed form of each `[L, *in, *out]` layer
+  matrix by name, and `params["head_p"]` the head's: one more copy of the weights per
+  call, which the kernel multiplies 2.4x as fast as the stacks (docs/benchmarks.md).
 
   With `unstack`, `params["layers"]` becomes a tuple of per-layer trees (one copy per
   call), which the cached forward runs as an unrolled loop. For GPUs: a layer loop
@@ -69,7 +77,32 @@ def decode_params(params: Params, cfg: ModelConfig, *, layout: str = "stacked",
   if cpu_matvec and jnp.dtype(cfg.dtype) == jnp.bfloat16:
     head = params["embed"] if cfg.tie_embeddings else params["lm_head"].T
     extra["head_t"] = head[None]
+    if packed and not unstack:  # the forward reads packed forms of stacked layers
+      extra["packed"] = _packed(layers)
+      if cpu_kernel.packs(*head.shape[::-1]):
+        extra["head_p"] = cpu_kernel.pack(head.T[None])
   return dict(params, layers=layers, **extra)
+
+
+def _packed(layers: Params, fuse: bool = False) -> Params:
+  """`cpu_matvec.pack` of each stacked bf16 `[L, *in, *out]` layer matrix that packs,
+  q/k/v packed as one `wqkv` and gate/up as one `w_gate_up` (as the "fused" layout
+  concatenates them: fewer, larger products per step) where the stacks are separate."""
+  mats = {n: w for n, w in layers.items() if n in _PACKABLE and w.dtype == jnp.bfloat16}
+  if fuse:
+    for fused, parts in (("wqkv", ("wq", "wk", "wv")), ("w_gate_up", ("w_gate", "w_up"))):
+      if all(n in mats for n in parts):
+        flat = [mats.pop(n) for n in parts]
+        mats[fused] = jnp.concatenate([w.reshape(*w.shape[:2], -1) for w in flat], -1)
+  out = {}
+  for name, w in mats.items():
+    k = math.prod(w.shape[1:1 + (2 if name == "wo" else 1)])
+    if cpu_kernel.packs(k, w[0].size // k):
+      out[name] = cpu_kernel.pack(w.reshape(w.shape[0], k, -1))
+  return out
+
+
+_PACKABLE = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down", "wqkv", "w_gate_up")
 
 
 def _fused(layers: Params, transpose: bool) -> Params:

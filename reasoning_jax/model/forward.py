@@ -88,14 +88,37 @@ def apply_rope(x_BTnH: jax.Array, cos_BTH: jax.Array, sin_BTH: jax.Array) -> jax
 
 class _InStack(NamedTuple):
   """Layer `layer` of a stacked bf16-bits matrix (`[L, *in, *out]`, or `[L, out, in]`
-  under a "_t" name), multiplied by the kernel of `model.cpu_matvec`."""
+  under a "_t" name, or `cpu_matvec.pack`ed with output axes `out`), multiplied by
+  the kernel of `model.cpu_matvec`."""
   stack: jax.Array
   layer: jax.Array
+  out: tuple[int, ...] = ()
 
 
 # The layer matrices (any decode layout) that `cpu_matvec` may multiply in place.
 _MATRICES = frozenset({"wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down", "wqkv",
                        "w_gate_up", "wqkv_t", "wo_t", "w_gate_up_t", "w_down_t"})
+# Input axes of the stacked `[L, *in, *out]` matrices that have more than one.
+_IN_AXES = {"wo": 2}
+
+
+def _packed_layer(p: Params, packed: Params, in_place: Params, l: jax.Array) -> Params:
+  """Layer `l`'s packed matrices (`decode_params(packed=True)`) as `_InStack`s in
+  place of its stacked ones; for a fused `wqkv` or `w_gate_up`, the separate
+  matrices (and q/k/v biases, concatenated) leave `p` so that `block` takes the fused
+  path."""
+  new = {}
+  for name, w in packed.items():
+    if name in in_place:
+      new[name] = _InStack(w, l, in_place[name].shape[1 + _IN_AXES.get(name, 1):])
+    else:  # fused from separate stacks: one flat output axis
+      new[name] = _InStack(w, l, (w.shape[1] * w.shape[3],))
+      parts = ("wq", "wk", "wv") if name == "wqkv" else ("w_gate", "w_up")
+      for n in parts:
+        p.pop(n)
+      if name == "wqkv" and "bq" in p:
+        p["bqkv"] = jnp.concatenate([p.pop(b).reshape(-1) for b in ("bq", "bk", "bv")])
+  return new
 
 
 def _project(x: jax.Array, p: Params, name: str, n_in: int = 1,
@@ -114,6 +137,8 @@ def _project(x: jax.Array, p: Params, name: str, n_in: int = 1,
   x_MK = x.reshape(math.prod(lead), -1)
   if transposed:
     y = cpu_kernel.matvec_t(x_MK, w.stack, w.layer).reshape(*lead, -1)
+  elif w.out:  # packed
+    y = cpu_kernel.matvec(x_MK, w.stack, w.layer).reshape(*lead, *w.out)
   else:
     stack = w.stack.reshape(w.stack.shape[0], x_MK.shape[1], -1)
     out = w.stack.shape[1 + n_in:]
@@ -294,6 +319,7 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       in_place = {n: w for n, w in layers.items()
                   if n in _MATRICES and w.dtype in (jnp.bfloat16, jnp.uint16)}
       layers = {n: w for n, w in layers.items() if n not in in_place}
+    packed = params.get("packed", {})
 
     def layer(carry, xs):
       h_BTD, k_all, v_all, l = carry
@@ -301,6 +327,8 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       p = jax.tree.map(load, p)  # weights may arrive as stored bits (`decode_params`)
       p.update({n: _InStack(w, l) if kernel_rows else load(cpu_kernel.take(w, l))
                 for n, w in in_place.items()})
+      if kernel_rows and packed:  # `decode_params(packed=True)`'s forms where made
+        p.update(_packed_layer(p, packed, in_place, l))
       new = {}
 
       def write(k, v):
@@ -334,10 +362,14 @@ def logits_from_hidden(params: Params, h_BTD: jax.Array, cfg: ModelConfig, *,
   """Output logits `[B, T, V]` in float32 from final hidden states (soft cap applied).
 
   With `cpu_matvec`, at most `cpu_matvec.max_rows()` rows and the bf16 head in
-  `params["head_t"]` (`decode_params(..., cpu_matvec=True)`), the product runs in the
-  CPU kernel of `model.cpu_matvec`."""
+  `params["head_t"]` (`decode_params(..., cpu_matvec=True)`; its packed form
+  `params["head_p"]` first where made), the product runs in the CPU kernel of
+  `model.cpu_matvec`."""
   B, T, D = h_BTD.shape
-  if cpu_matvec and "head_t" in params and B * T <= cpu_kernel.max_rows():
+  if cpu_matvec and "head_p" in params and B * T <= cpu_kernel.max_rows():
+    logits = cpu_kernel.matvec(h_BTD.reshape(B * T, D), params["head_p"], 0)
+    logits = logits.reshape(B, T, -1)
+  elif cpu_matvec and "head_t" in params and B * T <= cpu_kernel.max_rows():
     logits = cpu_kernel.matvec_t(h_BTD.reshape(B * T, D), params["head_t"], 0)
     logits = logits.reshape(B, T, -1)
   elif cfg.tie_embeddings:

@@ -76,8 +76,10 @@ def _write(buf_RN: jax.Array, col: jax.Array, val_R: jax.Array) -> jax.Array:
   return lax.dynamic_update_slice(buf_RN, val_R[:, None].astype(buf_RN.dtype), (0, col))
 
 
-def choose(s: DecodeState, logits_RV: jax.Array, rows: RowInfo, k: Knobs) -> DecodeState:
-  """Pick step `s.step`'s token for every row (sampled or forced) and update the flags."""
+def choose(s: DecodeState, logits_RV: jax.Array, rows: RowInfo, k: Knobs, *,
+           cpu_kernel: bool = False) -> DecodeState:
+  """Pick step `s.step`'s token for every row (sampled or forced) and update the flags
+  (`cpu_kernel`: the model log-probabilities' log-sum-exp in the CPU kernel)."""
   t = s.step
   b = k.budget
   E = s.window_RE.shape[1]
@@ -92,7 +94,7 @@ def choose(s: DecodeState, logits_RV: jax.Array, rows: RowInfo, k: Knobs) -> Dec
   force_idx = jnp.where(start_force, 0, s.force_idx_R)
   tok = jnp.where(forcing, b.end_E[jnp.clip(force_idx, 0, E - 1)], sampled)
   lp = jnp.where(forcing, 0.0, sampled_lp)  # a forced token comes from a point mass
-  model_lp = processors.token_logprobs(logits_RV, tok)
+  model_lp = processors.token_logprobs(logits_RV, tok, cpu_kernel=cpu_kernel)
 
   window = bud.push(s.window_RE, tok)
   thinking = phase == bud.THINK
@@ -156,11 +158,14 @@ class DecodePlan:
     sum_attention: decode attention as multiplies and sums (`attention(by_sums=True)`).
     cpu_matvec: the decode step's products in the CPU kernel of `model.cpu_matvec`
       (bf16 weights, at most `cpu_matvec.max_rows()` rows).
+    packed: with `cpu_matvec`, the weights also `cpu_matvec.pack`ed for its GEMMs
+      (`model.decode_params`).
   """
   layout: str = "stacked"
   unstack: bool = False
   sum_attention: bool = False
   cpu_matvec: bool = False
+  packed: bool = False
 
 
 _STATIC = ("cfg", "group", "new_bucket", "constrain", "plan")
@@ -190,7 +195,7 @@ def sample_program(params, tokens_BP: jax.Array, positions_BP: jax.Array,
   # every decode step reads bf16 weights (half the bytes) instead of casting per use;
   # layer weights travel as bits so XLA cannot re-convert them per step.
   params = rjm.decode_params(params, cfg, layout=plan.layout, unstack=plan.unstack,
-                             cpu_matvec=plan.cpu_matvec)
+                             cpu_matvec=plan.cpu_matvec, packed=plan.packed)
   # The prefill fills the cache with every prompt token but computes no logits; the
   # loop's first step runs each prompt's last token again (left padding puts it in the
   # last column of every row), rewriting its slot, and chooses from its logits. So the
@@ -228,7 +233,7 @@ def sample_program(params, tokens_BP: jax.Array, positions_BP: jax.Array,
                                     s.cache, sum_attention=plan.sum_attention,
                                     cpu_matvec=plan.cpu_matvec)
     s = choose(dataclasses.replace(s, cache=hold(cache, "cache")), logits_R1V[:, 0],
-               rows, knobs)
+               rows, knobs, cpu_kernel=plan.cpu_matvec)
     return hold(s, "rows")
 
   with jax.named_scope("decode"):
@@ -253,7 +258,9 @@ def decode_plan(platform: str, sharded: bool, *, rows: int = 0,
   converts them to float32 first; up to 64 rows on CPUs with AVX-512 BF16 its GEMMs
   multiply bf16 pairs (`vdpbf16ps`), 1.4-2.1x XLA's float32 GEMMs, and read the
   weights in place, where XLA copied each layer's slices out of the stacks every step
-  (docs/benchmarks.md). The weights keep the stacked layout: the fused
+  (docs/benchmarks.md); above one row they read a copy packed for them
+  (`cpu_matvec.pack`, made once per call: ~50 ms for SmolLM2-135M, against 2.4x the
+  GEMMs' speed on the stacks). The weights keep the stacked layout: the fused
   and transposed ones cost copies of every layer matrix per call (~0.5 s for
   SmolLM2-135M on a 2-core CPU). Where numba is missing, XLA's products run.
 
@@ -271,7 +278,7 @@ def decode_plan(platform: str, sharded: bool, *, rows: int = 0,
   if platform == "cpu":
     if (not sharded and rows > 0 and dtype is not None
         and jnp.dtype(dtype) == jnp.bfloat16 and rows <= rjm.cpu_matvec.max_rows()):
-      return DecodePlan(cpu_matvec=True)
+      return DecodePlan(cpu_matvec=True, packed=rows > 1 and rjm.cpu_matvec.max_rows() > 1)
     return DecodePlan()
   if platform != "gpu":
     return DecodePlan()
