@@ -91,6 +91,20 @@ def _close(step: int) -> list[str]:
   ]
 
 
+def _x_pair(r: int) -> list[str]:
+  """IR that loads row r's pair x[r, 2k:2k+2] (one 32-bit word, at `%kk` = 2k) and
+  broadcasts it to all 16 lanes as `%xf{r}`, the `vdpbf16ps` operand."""
+  return [
+      f"  %xr{r} = mul i64 %K, {r}\n  %xi{r} = add i64 %xr{r}, %kk",
+      f"  %xp{r} = getelementptr i16, ptr %x, i64 %xi{r}",
+      f"  %xs{r} = load i32, ptr %xp{r}, align 2",
+      f"  %xv{r} = insertelement <16 x i32> poison, i32 %xs{r}, i64 0",
+      f"  %xb{r} = shufflevector <16 x i32> %xv{r}, <16 x i32> poison, "
+      "<16 x i32> zeroinitializer",
+      f"  %xf{r} = bitcast <16 x i32> %xb{r} to <32 x bfloat>",
+  ]
+
+
 def _kn_ir(rows: int, name: str = "kn") -> str:
   """The [K, N] kernel (see the module docstring); K even, N a multiple of 32."""
   acc = [f"a{r}_{h}" for r in range(rows) for h in range(2)]
@@ -108,13 +122,7 @@ def _kn_ir(rows: int, name: str = "kn") -> str:
     add(f"  %{h}i = shufflevector <32 x i16> %a, <32 x i16> %b, <32 x i32> <{idx}>")
     add(f"  %{h} = bitcast <32 x i16> %{h}i to <32 x bfloat>")
   for r in range(rows):
-    add(f"  %xr{r} = mul i64 %K, {r}\n  %xi{r} = add i64 %xr{r}, %kk")
-    add(f"  %xp{r} = getelementptr i16, ptr %x, i64 %xi{r}")
-    add(f"  %xs{r} = load i32, ptr %xp{r}, align 2")
-    add(f"  %xv{r} = insertelement <16 x i32> poison, i32 %xs{r}, i64 0")
-    add(f"  %xb{r} = shufflevector <16 x i32> %xv{r}, <16 x i32> poison, "
-        "<16 x i32> zeroinitializer")
-    add(f"  %xf{r} = bitcast <16 x i32> %xb{r} to <32 x bfloat>")
+    out.extend(_x_pair(r))
     for h, v in ((0, "lo"), (1, "hi")):
       add(f"  %na{r}_{h} = call <16 x float> {_DP}(<16 x float> %a{r}_{h}, "
           f"<32 x bfloat> %{v}, <32 x bfloat> %xf{r})")
@@ -191,13 +199,7 @@ def _kp_ir(name: str, rows: int) -> str:
   add(f"  %q = getelementptr i16, ptr %wp, i64 {KP_PREFETCH}")
   add("  call void @llvm.prefetch.p0(ptr %q, i32 0, i32 3, i32 1)")
   for r in range(rows):
-    add(f"  %xr{r} = mul i64 %K, {r}\n  %xi{r} = add i64 %xr{r}, %kk")
-    add(f"  %xp{r} = getelementptr i16, ptr %x, i64 %xi{r}")
-    add(f"  %xs{r} = load i32, ptr %xp{r}, align 2")
-    add(f"  %xv{r} = insertelement <16 x i32> poison, i32 %xs{r}, i64 0")
-    add(f"  %xb{r} = shufflevector <16 x i32> %xv{r}, <16 x i32> poison, "
-        "<16 x i32> zeroinitializer")
-    add(f"  %xf{r} = bitcast <16 x i32> %xb{r} to <32 x bfloat>")
+    out.extend(_x_pair(r))
     add(f"  %na{r} = call <16 x float> {_DP}(<16 x float> %a{r}, <32 x bfloat> %wv, "
         f"<32 x bfloat> %xf{r})")
   add("  %knext = add i64 %k, 1\n  %k2 = lshr i64 %K, 1\n  %kc = icmp slt i64 %knext, %k2")
