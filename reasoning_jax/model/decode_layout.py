@@ -84,16 +84,12 @@ def decode_params(params: Params, cfg: ModelConfig, *, layout: str = "stacked",
   return dict(params, layers=layers, **extra)
 
 
-def _packed(layers: Params, fuse: bool = False) -> Params:
-  """`cpu_matvec.pack` of each stacked bf16 `[L, *in, *out]` layer matrix that packs,
-  q/k/v packed as one `wqkv` and gate/up as one `w_gate_up` (as the "fused" layout
-  concatenates them: fewer, larger products per step) where the stacks are separate."""
+def _packed(layers: Params) -> Params:
+  """`cpu_matvec.pack` of each stacked bf16 `[L, *in, *out]` layer matrix that packs
+  (the fused layout's `wqkv` and `w_gate_up` too). Packing q/k/v and gate/up of
+  separate stacks as one matrix each was tried: concatenating the stacks cost more
+  per call than the fewer products saved (docs/benchmarks.md, session 18)."""
   mats = {n: w for n, w in layers.items() if n in _PACKABLE and w.dtype == jnp.bfloat16}
-  if fuse:
-    for fused, parts in (("wqkv", ("wq", "wk", "wv")), ("w_gate_up", ("w_gate", "w_up"))):
-      if all(n in mats for n in parts):
-        flat = [mats.pop(n) for n in parts]
-        mats[fused] = jnp.concatenate([w.reshape(*w.shape[:2], -1) for w in flat], -1)
   out = {}
   for name, w in mats.items():
     k = math.prod(w.shape[1:1 + (2 if name == "wo" else 1)])
