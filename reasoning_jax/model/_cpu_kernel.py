@@ -1,10 +1,10 @@
-"""The numba-compiled body of `cpu_matvec`: XLA FFI handlers for a bf16 matrix-vector
-product on CPU, split over XLA's own thread pool, and a 16-bit row gather.
+"""The numba-compiled body of `cpu_matvec`: XLA FFI handlers for bf16 products,
+decode attention and row-wise functions on CPU, split over XLA's own thread pool
+(the 16-bit row gather, which needs none of this, is `_cpu_take`).
 
-Imported only by `cpu_matvec` (numba is imported lazily there). numba caches the
-compiled code on disk (~8 s to compile, ~1 s to load); the call frame readers and
-intrinsics are in `_numba_ffi`. The handlers return no errors: `cpu_matvec` checks
-shapes and dtypes at trace time.
+Imported only by `cpu_matvec`, which checks shapes and dtypes at trace time (the
+handlers return no errors). numba caches the code on disk (~8 s to compile, ~1 s to
+load); the call frame readers and intrinsics are in `_numba_ffi`.
 
 Work split: the weight matrix is cut into chunks of contiguous rows (a layer's matrix
 into one per thread, a large head into ~`CHUNK_BYTES` pieces): for `[N, K]` matrices
@@ -13,16 +13,15 @@ that the caller adds up at the end. Chunks are claimed from the job's counter
 (`generation << 32 | next chunk`, by compare-and-swap) by the calling thread and by
 helpers on XLA's intra-op pool.
 
-The helpers spin. A decode step makes ~200 products of 0.2-3.5 MB each (tens of
-microseconds), and a pool thread woken per product arrived late enough that the caller
-did most of the work alone; so a helper, once scheduled, stays and polls the mailbox
-(one process-wide job slot) for the next job, returning to the pool after
-`SPIN_NS` without one (during decoding the gap between products is a few
-microseconds). One caller at a time owns the mailbox (a lock word); a call that finds
-it taken (another program's product running concurrently) runs alone on its own
-job. The caller never waits for a helper to start: when it has run out of chunks it
-closes the job (no claim can succeed after that) and waits only for chunks already
-claimed, so it cannot deadlock whatever the pool does.
+The helpers spin. A decode step makes ~200 products of tens of microseconds each, and
+a pool thread woken per product arrived so late that the caller did most of the work
+alone; so a helper, once scheduled, polls the mailbox (one process-wide job slot) for
+the next job (gaps are a few microseconds), returning to the pool after `SPIN_NS`
+without one. One caller at a time owns the mailbox (a lock word); a call that finds
+it taken (another program's product running concurrently) runs alone on its own job.
+The caller never waits for a helper to start: when it has run out of chunks it closes
+the job (no claim can succeed after that) and waits only for chunks already claimed,
+so it cannot deadlock whatever the pool does.
 """
 from __future__ import annotations
 
@@ -36,10 +35,10 @@ from reasoning_jax.model._gemm_ir import (KN_ROWS, KN_SMALL_ROWS, KN_STRIP, KP_R
                                           KP_STRIP, NK_COLS, NK_ROWS)
 from reasoning_jax.model._numba_ffi import (answer_metadata, api_call, atomic_add,
                                             atomic_cas, atomic_load, atomic_store,
-                                            atomic_xchg, bits_to_f32, call_gemm,
-                                            f32_to_bits, free,
+                                            atomic_xchg, bf16_to_f32, bits_to_f32,
+                                            call_gemm, free,
                                             malloc, now_ns, pool_threads, ptr,
-                                            symbol_address, words)
+                                            symbol_address, to_bf16, words)
 
 # Most weight bytes per chunk. Each thread should stream long contiguous runs
 # (measured on the 57 MB SmolLM2 head: 64 KB chunks 19 GB/s, 4 MB 25.6 GB/s), and a
@@ -59,7 +58,8 @@ SPIN_NS = 500_000
 # FFI API's argument structs (no allocation per API call); mode 4 (decode attention,
 # `attend_tasks`): 5 q, 6 the layer's keys, 7 out, 8 B, 9 kv heads, 10 head dim, 20
 # the layer's values, 21 the mask, 22 slots S, 23 query heads per kv head, 24-25 the
-# scale and soft cap as float64; mode 7 (`row_logsumexp`): 5 x, 7 out, 8 rows, 9 V.
+# scale and soft cap as float64; mode 7 (`row_logsumexp`): 5 x, 7 out, 8 rows, 9 V;
+# mode 8 (`row_silu_mul`): 5 gate, 6 up, 7 out, 8 rows, 9 F.
 _JOB = 26
 _SCRATCH = 14
 _ATTN = 20
@@ -88,14 +88,6 @@ _compiled = _gemm_ir.compile_kernels()
 GEMM_UNAVAILABLE = _compiled if isinstance(_compiled, str) else None
 if GEMM_UNAVAILABLE is None:
   _GEMM[:] = _compiled
-
-
-@nb.njit(fastmath=True, inline="always", cache=True)
-def to_bf16(f):
-  """The bf16 bits of float32 `f`, rounded to nearest even (as XLA's convert)."""
-  u = f32_to_bits(f)
-  return np.uint16((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))
-                   >> np.uint32(16))
 
 
 @nb.njit(fastmath=True, cache=True)
@@ -131,9 +123,9 @@ def pad_rows(x, M, K, block):
 
 @nb.njit(fastmath=True, inline="always", cache=True)
 def _exp_nonpositive(x):
-  """exp(x) for float32 x <= 0 (0 below -87) in arithmetic LLVM can vectorise (numba
-  calls libm's expf one value at a time): x = n ln2 + r, |r| <= ln2 / 2, a degree-6
-  Taylor polynomial of exp(r) (error < 2e-7 relative) times 2^n from its bits."""
+  """exp(x) for float32 x <= 0 (x < -87 as -87: ~1e-38) in arithmetic LLVM vectorises
+  (numba calls libm's expf one value at a time): x = n ln2 + r, |r| <= ln2 / 2, a
+  degree-6 Taylor polynomial of exp(r) (< 2e-7 relative) times 2^n from its bits."""
   x = max(x, np.float32(-87.0))
   n = np.floor(x * np.float32(1.4426950408889634) + np.float32(0.5))
   r = (x - n * np.float32(0.693359375)) + n * np.float32(2.12194440e-4)
@@ -258,9 +250,22 @@ def row_logsumexp(x_addr, out_addr, V, r0, r1):
     out[r] = m + np.float32(np.log(total))
 
 
-@nb.njit(fastmath=True, inline="always", cache=True)
-def _f32(bits):
-  return bits_to_f32(np.uint32(bits) << np.uint32(16))
+@nb.njit(fastmath=_NAN_SAFE, error_model="numpy", cache=True)
+def row_silu_mul(g_addr, u_addr, out_addr, F, r0, r1):
+  """out[r] = bf16(silu(g) * u) for rows [r0, r1) of float32 `g, u [.., F]`, each
+  first rounded to bf16 (the model's activations), as `forward._mlp` computes it in
+  XLA: silu(g) = g / (1 + exp(-g)), here from exp(-|g|) (`_exp_nonpositive`, < 2e-7
+  relative, no overflow) so that the loop has no branch and vectorises."""
+  for r in range(r0, r1):
+    g = nb.carray(ptr(g_addr + 4 * r * F), (F,), np.float32)
+    u = nb.carray(ptr(u_addr + 4 * r * F), (F,), np.float32)
+    out = nb.carray(ptr(out_addr + 2 * r * F), (F,), np.uint16)
+    for i in range(F):
+      a, b = bf16_to_f32(to_bf16(g[i])), bf16_to_f32(to_bf16(u[i]))
+      e = _exp_nonpositive(-abs(a))
+      sig = (np.float32(1.0) if a >= 0 else e) / (np.float32(1.0) + e)
+      sig = sig if a > np.float32(-87.0) else np.float32(0.0)  # as XLA's, ~1e-38 off
+      out[i] = to_bf16(a * sig * b)
 
 
 @nb.njit(fastmath=True, cache=True)
@@ -270,7 +275,7 @@ def _dot(x, w, K):
   products, which are exact)."""
   s = np.float32(0.0)
   for k in range(K):
-    s += x[k] * _f32(w[k])
+    s += x[k] * bf16_to_f32(w[k])
   return s
 
 
@@ -286,7 +291,7 @@ def _rows_times_x(x, w, acc, k0, k1):
     for k in range(k0, k1):
       xk, wk = x[m, k], w[k]
       for n in range(N):
-        a[n] += xk * _f32(wk[n])
+        a[n] += xk * bf16_to_f32(wk[n])
 
 
 @nb.njit(inline="always", cache=True)
@@ -316,6 +321,9 @@ def _chunk(job_addr, c):
     return
   if mode == 7:  # row log-sum-exp: chunk c owns rows
     row_logsumexp(job[5], job[7], N, c * rows, min(M, (c + 1) * rows))
+    return
+  if mode == 8:  # silu(gate) * up: chunk c owns rows
+    row_silu_mul(job[5], job[6], job[7], N, c * rows, min(M, (c + 1) * rows))
     return
   if mode >= 2:  # `_gemm_ir`'s kernels own whole column units [n0, n1)
     unit = _unit(mode)
@@ -394,7 +402,7 @@ def _run_job(api, ctx, job_addr, mb, x, w, y, M, N, K, mode):
   threads = pool_threads(api, ctx, job_addr + 8 * _SCRATCH) if mb != 0 else 1
   job[5], job[6], job[7] = x, w, y
   job[8], job[9], job[10], job[12] = M, N, K, mode
-  if mode == 4 or mode == 7:  # attention (the caller filled in its words) or rows
+  if mode == 4 or mode >= 7:  # attention (the caller filled in its words) or rows
     tasks = M * N if mode == 4 else M
     job[4] = max(1, (tasks + 4 * threads - 1) // (4 * threads))
     n_chunks = (tasks + job[4] - 1) // job[4]
@@ -433,7 +441,7 @@ def _run_job(api, ctx, job_addr, mb, x, w, y, M, N, K, mode):
   claimed = min(atomic_xchg(job_addr + 8, (gen << 32) | _CLOSED) & _LOW, n_chunks)
   while atomic_load(job_addr + 16) < claimed:
     pass  # only chunks a running helper has claimed remain
-  if mode == 4 or mode == 7:
+  if mode == 4 or mode >= 7:
     pass
   elif mode >= 2:
     if job[7] != y:
@@ -570,29 +578,22 @@ def handler_logsumexp(call_frame):
 
 
 @nb.njit(cache=True)
-def _take(call_frame):
-  """The body of `handler_take`: out[i] = table[clamp(idx[i], 0, R - 1)] for a table
-  `[R, ...]` of 16-bit values (any float or int dtype: the bits are copied), idx int32
-  `[n]`, out `[n, ...]` of the table's dtype."""
+def _silu_mul(call_frame):
+  """The body of `handler_silu_mul`: out [M, F] bf16 = `row_silu_mul` of gate and up
+  [M, F] float32, rows split over the threads."""
   frame = nb.carray(call_frame, (15,), np.int64)
   if answer_metadata(frame):
     return 0
-  args, rets = words(frame[9], 2), words(frame[14], 1)
-  bt, bi, bo = words(args[0], 6), words(args[1], 6), words(rets[0], 6)
-  dims = words(bt[5], bt[4])
-  width = 1
-  for d in range(1, bt[4]):
-    width *= dims[d]
-  R, n = dims[0], words(bi[5], 1)[0]
-  table = nb.carray(ptr(bt[3]), (R, width), np.uint16)
-  idx = nb.carray(ptr(bi[3]), (n,), np.int32)
-  out = nb.carray(ptr(bo[3]), (n, width), np.uint16)
-  for i in range(n):
-    out[i, :] = table[min(max(idx[i], 0), R - 1)]
+  args = words(frame[9], 2)
+  bg, bu = words(args[0], 6), words(args[1], 6)
+  dims = words(bg[5], 2)
+  _dispatch(frame[2], frame[3], bg[3], bu[3], words(words(frame[14], 1)[0], 6)[3],
+            dims[0], dims[1], 0, 8, 0)
   return 0
 
 
 @nb.cfunc(types.voidptr(types.voidptr), cache=True)
-def handler_take(call_frame):
-  """XLA FFI handler: rows of a 16-bit table by clamped index (see `_take`)."""
-  return ptr(_take(call_frame))
+def handler_silu_mul(call_frame):
+  """XLA FFI handler: bf16 silu(gate) * up (see `_silu_mul`)."""
+  return ptr(_silu_mul(call_frame))
+

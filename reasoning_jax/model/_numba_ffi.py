@@ -194,6 +194,20 @@ def symbol_address(name: str, function: bool):
   return address
 
 
+@nb.njit(fastmath=True, inline="always", cache=True)
+def bf16_to_f32(bits):
+  """The float32 value of bf16 bits (a uint16), exactly."""
+  return bits_to_f32(np.uint32(bits) << np.uint32(16))
+
+
+@nb.njit(fastmath=True, inline="always", cache=True)
+def to_bf16(f):
+  """The bf16 bits of float32 `f`, rounded to nearest even (as XLA's convert)."""
+  u = f32_to_bits(f)
+  return np.uint16((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))
+                   >> np.uint32(16))
+
+
 @nb.njit(inline="always", cache=True)
 def words(addr, n):
   """The `n` int64 words at `addr`, as an array."""

@@ -27,6 +27,7 @@ TARGETS = {True: "reasoning_jax_bf16_matvec_t", False: "reasoning_jax_bf16_matve
 TAKE_TARGET = "reasoning_jax_take16"
 ATTENTION_TARGET = "reasoning_jax_decode_attention"
 LOGSUMEXP_TARGET = "reasoning_jax_row_logsumexp"
+SILU_MUL_TARGET = "reasoning_jax_silu_mul"
 
 # The most rows the decode sends to the kernel where `_gemm_ir`'s AVX-512 BF16 GEMMs
 # run (a step of up to 64 rows: at 16 and 64 rows they ran at 1.4-2.1x XLA:CPU's
@@ -43,14 +44,15 @@ def _register() -> str | None:
   """Compile and register the handlers once; None on success, else why not."""
   try:
     # Imported here: numba and the kernel load only in processes that decode with it.
-    from reasoning_jax.model import _cpu_kernel  # noqa: PLC0415
+    from reasoning_jax.model import _cpu_kernel, _cpu_take  # noqa: PLC0415
   except Exception as e:  # noqa: BLE001 (any import or compile failure disables it)
     return f"numba kernel unavailable: {type(e).__name__}: {e}"
   try:
     handlers = {TARGETS[True]: _cpu_kernel.handler_t,
                 TARGETS[False]: _cpu_kernel.handler_n,
                 LOGSUMEXP_TARGET: _cpu_kernel.handler_logsumexp,
-                TAKE_TARGET: _cpu_kernel.handler_take,
+                SILU_MUL_TARGET: _cpu_kernel.handler_silu_mul,
+                TAKE_TARGET: _cpu_take.handler_take,
                 ATTENTION_TARGET: _cpu_kernel.handler_attention}
     for name, fn in handlers.items():
       jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(fn.ctypes), platform="cpu")
@@ -194,6 +196,26 @@ def logsumexp(x_MV: jax.Array) -> jax.Array:
   call = jax.ffi.ffi_call(LOGSUMEXP_TARGET,
                           jax.ShapeDtypeStruct((x_MV.shape[0],), jnp.float32))
   return call(x_MV.astype(jnp.float32))
+
+
+def silu_mul(gate_MF: jax.Array, up_MF: jax.Array) -> jax.Array:
+  """`(silu(bf16(gate)) * bf16(up)).astype(bfloat16)` (float32 math) of a bf16 model's
+  gate and up products `[M, F]` (float32, as `matvec` returns them), on both cores.
+
+  Why: XLA:CPU ran this fusion on one thread at ~1 ns per value (25 us of each
+  SmolLM2-135M layer at 16 rows, docs/benchmarks.md); here the rows are split over
+  the threads and the exp is vectorised (< 2e-7 relative, so the bf16 result is
+  XLA's but for the rare value at a rounding boundary). A NaN propagates; an
+  infinite gate gives +-inf, not XLA's NaN for -inf. CPU only, where `available()`.
+  """
+  if gate_MF.ndim != 2 or up_MF.shape != gate_MF.shape:
+    raise ValueError(f"silu_mul: gate {gate_MF.shape} and up {up_MF.shape} must both "
+                     "be [M, F]")
+  reason = _register()
+  if reason is not None:
+    raise RuntimeError(f"silu_mul: {reason}; check cpu_matvec.available() first")
+  call = jax.ffi.ffi_call(SILU_MUL_TARGET, jax.ShapeDtypeStruct(gate_MF.shape, jnp.bfloat16))
+  return call(gate_MF.astype(jnp.float32), up_MF.astype(jnp.float32))
 
 
 def take(table: jax.Array, index: jax.Array | int) -> jax.Array:

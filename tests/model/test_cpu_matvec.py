@@ -315,6 +315,45 @@ def test_logsumexp_of_rows_with_infinities_and_nans_is_xlas():
     cpu_matvec.logsumexp(jnp.zeros((2, 3, 4)))
 
 
+def _bf16_as_f64(x):
+  return np.asarray(jnp.asarray(x).astype(jnp.bfloat16).astype(jnp.float32), np.float64)
+
+
+@pytest.mark.parametrize("m, f", [(1, 40), (5, 1000), (16, 1536)])
+def test_silu_mul_is_the_bf16_rounding_of_float64(m, f):
+  """bf16(silu(g) * u) of the bf16-rounded inputs: the kernel's float32 value is within
+  5e-7 relative of the float64 one (exp polynomial 2e-7, a division and two products
+  at 2^-24 each), so its bf16 rounding is float64's except where float64's value lies
+  that close to the midpoint between two bf16 neighbours."""
+  rng = np.random.default_rng(f + m)
+  g = (rng.standard_normal((m, f)) * rng.uniform(0.1, 30, (m, 1))).astype(np.float32)
+  u = rng.standard_normal((m, f)).astype(np.float32)
+  y = np.asarray(jax.jit(cpu_matvec.silu_mul)(g, u))
+  assert y.dtype == jnp.bfloat16 and y.shape == (m, f)
+  gb, ub = _bf16_as_f64(g), _bf16_as_f64(u)
+  exact = gb / (1 + np.exp(-gb)) * ub
+  want = _bf16_as_f64(exact.astype(np.float32))  # float32 first: exact in range here
+  got = y.astype(np.float64)
+  # Below ~1e-30 (gates under -60): float32's exp underflows; the kernel gives ~0.
+  tiny = np.abs(exact) < 1e-30
+  assert (np.abs(got[tiny]) < 1e-30).all()
+  off = (got != want) & ~tiny
+  assert off.mean() < 0.01, off.mean()
+  mid = (got[off] + want[off]) / 2  # adjacent bf16 values: the rounding boundary
+  np.testing.assert_array_less(np.abs(exact[off] - mid), 5e-7 * np.abs(exact[off]) + 1e-38)
+
+
+def test_silu_mul_propagates_nan_and_rejects_bad_shapes():
+  g = np.array([[np.nan, np.inf, 3.0, -2.0, 0.0, -100.0]], np.float32)
+  u = np.array([[1.0, 2.0, np.nan, 1.5, 4.0, 1.0]], np.float32)
+  y = np.asarray(cpu_matvec.silu_mul(g, u)).astype(np.float64)
+  ref = np.asarray(jax.nn.silu(g.astype(np.float64)) * u)
+  np.testing.assert_array_equal(y[0, [0, 1, 2, 5]], [np.nan, np.inf, np.nan, 0.0])
+  np.testing.assert_allclose(y[0, 3:5], ref[0, 3:5], rtol=2.0 ** -8)
+  with pytest.raises(ValueError, match=r"must both be \[M, F\]"):
+    cpu_matvec.silu_mul(jnp.zeros((2, 3)), jnp.zeros((3, 2)))
+
+
 @needs_gemm
 @pytest.mark.parametrize("cap", [0.0, 2.0])
 def test_attend_equals_float64_attention(cap):
@@ -409,3 +448,4 @@ def test_kernel_decode_at_batch_4_matches_xla(monkeypatch, packed):
   err = np.abs(got - want)[np.asarray(real)]
   assert err.max() < 1e-3, err.max()
   assert np.abs(want).max() > 2
+
