@@ -25,8 +25,8 @@ blocks of a padded `x [RB * rows, K]` (bf16 bits) and output columns `[n0, n1)`:
   kp: w packed (`cpu_matvec.pack`) as `[N / 16, K / 2, 16, 2]`: strips of 16 columns,
     each one contiguous run of memory, the (k, k+1) pairs of a column adjacent, so a
     plain 64-byte load is the vector `vdpbf16ps` wants: no shuffles, and one stream
-    per strip for the hardware prefetcher (plus software prefetch `KP_PREFETCH`
-    elements ahead). `KP_ROWS` (8 or 16) x rows by 16 columns per block. Measured on
+    per strip for the hardware prefetcher (plus non-temporal software prefetch
+    `KP_PREFETCH` elements ahead). `KP_ROWS` (8 or 16) x rows by 16 columns per block. Measured on
     the 2-core Zen 4 (30 cold `[16, 576] x [576, 1536]`, both cores): kn 175 GFLOP/s,
     kp at 16 rows 417 (the cores' `vdpbf16ps` peak there: 455).
 Products of bf16 values are exact in float32, and `vdpbf16ps` adds them in float32
@@ -197,7 +197,9 @@ def _kp_ir(name: str, rows: int) -> str:
   add("  %wo = add i64 %so, %ko\n  %wp = getelementptr i16, ptr %w, i64 %wo")
   add("  %wv = load <32 x bfloat>, ptr %wp, align 2")
   add(f"  %q = getelementptr i16, ptr %wp, i64 {KP_PREFETCH}")
-  add("  call void @llvm.prefetch.p0(ptr %q, i32 0, i32 3, i32 1)")
+  # Non-temporal (prefetchnta): each weight is read once per step, so it should not
+  # push the KV cache out of the caches (~1% of a 16-row SmolLM2-135M call).
+  add("  call void @llvm.prefetch.p0(ptr %q, i32 0, i32 0, i32 1)")
   for r in range(rows):
     out.extend(_x_pair(r))
     add(f"  %na{r} = call <16 x float> {_DP}(<16 x float> %a{r}, <32 x bfloat> %wv, "

@@ -78,12 +78,27 @@ def rope_tables(pos_BT: jax.Array, inv_freq: np.ndarray) -> tuple[jax.Array, jax
 
 
 def apply_rope(x_BTnH: jax.Array, cos_BTH: jax.Array, sin_BTH: jax.Array) -> jax.Array:
-  """Rotate-half RoPE (the transformers convention), computed in float32."""
+  """Rotate-half RoPE (the transformers convention), computed in float32.
+
+  `x * cos + rotate_half(x) * sin` written per half: XLA:CPU runs that fusion at twice
+  the speed of one that concatenates the rotated input (3.6 vs 7.3 us at `[16, 1, 9,
+  64]`, docs/benchmarks.md). The same products and sums; inside a larger fusion XLA
+  may pair them into FMAs differently, so the last bit can differ."""
   x = x_BTnH.astype(F32)
   half = x.shape[-1] // 2
-  rot = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-  out = x * cos_BTH[:, :, None, :] + rot * sin_BTH[:, :, None, :]
+  x1, x2 = x[..., :half], x[..., half:]
+  cos, sin = cos_BTH[:, :, None, :], sin_BTH[:, :, None, :]
+  out = jnp.concatenate([x1 * cos[..., :half] - x2 * sin[..., :half],
+                         x2 * cos[..., half:] + x1 * sin[..., half:]], axis=-1)
   return out.astype(x_BTnH.dtype)
+
+
+def _heads_major(x_BTKH: jax.Array) -> jax.Array:
+  """`[B, T, K, H]` as `[B, K, T, H]`; for one token a reshape, not a transpose: XLA:CPU
+  gave the transpose of a size-1 axis a layout of its own, and the cache write that
+  copied it back ran ~4 ns per value (docs/benchmarks.md)."""
+  B, T, K, H = x_BTKH.shape
+  return x_BTKH.reshape(B, K, T, H) if T == 1 else x_BTKH.swapaxes(1, 2)
 
 
 class _InStack(NamedTuple):
@@ -122,11 +137,11 @@ def _packed_layer(p: Params, packed: Params, in_place: Params, l: jax.Array) -> 
 
 
 def _project(x: jax.Array, p: Params, name: str, n_in: int = 1,
-             b: jax.Array | None = None) -> jax.Array:
+             b: jax.Array | None = None, f32: bool = False) -> jax.Array:
   """`dense(x, p[name], n_in, b)`, or with the weight stored transposed as a matrix
   `p[name + "_t"]` `[out, in]` (`decode_params(..., layout="fused_t")`) the same
   product from it, flattened to `[..., out]`; by `cpu_matvec` when the weight is an
-  `_InStack`."""
+  `_InStack` (in float32 as the kernel returns it with `f32`)."""
   transposed = name + "_t" in p
   w = p[name + "_t"] if transposed else p[name]
   if not isinstance(w, _InStack):
@@ -145,7 +160,7 @@ def _project(x: jax.Array, p: Params, name: str, n_in: int = 1,
     y = cpu_kernel.matvec(x_MK, stack, w.layer).reshape(*lead, *out)
   if b is not None:
     y = y + _lead(b.astype(F32), y.ndim)
-  return y.astype(x.dtype)
+  return y if f32 else y.astype(x.dtype)
 
 
 def _split_heads(qkv_BTX: jax.Array, cfg: ModelConfig):
@@ -159,6 +174,17 @@ def _split_heads(qkv_BTX: jax.Array, cfg: ModelConfig):
 
 
 def _mlp(x_BTD: jax.Array, p: Params, cfg: ModelConfig) -> jax.Array:
+  names = ("w_gate", "w_up") if "w_gate" in p else ("w_gate_up",)
+  if (cfg.activation == "silu" and x_BTD.dtype == jnp.bfloat16
+      and all(isinstance(p.get(n), _InStack) for n in names)):
+    # The kernel's products: silu(gate) * up in the kernel too (XLA:CPU ran it on one
+    # thread, `cpu_matvec.silu_mul`), from the float32 products it rounds to bf16.
+    parts = [_project(x_BTD, p, n, f32=True) for n in names]
+    gate, up = parts if len(parts) == 2 else jnp.split(parts[0], 2, axis=-1)
+    lead = gate.shape[:-1]
+    act = cpu_kernel.silu_mul(gate.reshape(-1, gate.shape[-1]),
+                              up.reshape(-1, up.shape[-1]))
+    return _project(act.reshape(*lead, -1), p, "w_down")
   if "w_gate" not in p:  # gate/up fused by `decode_params`
     gate, up = jnp.split(_project(x_BTD, p, "w_gate_up"), 2, axis=-1)
   else:
@@ -221,8 +247,9 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
     cpu_matvec: with a cache and stacked 16-bit layer matrices (bf16 or its bits,
       `decode_params`; any layout), on CPU only, without gradients: at most
       `cpu_matvec.max_rows()` tokens in all run their products with the kernel of
-      `model.cpu_matvec`, each reading its layer in place from the stack; more tokens
-      (a prefill) take each layer's matrices out of the stacks with
+      `model.cpu_matvec`, each reading its layer in place from the stack; so do more
+      tokens (a prefill) where `decode_params(packed=True)` packed every layer
+      matrix; otherwise more tokens take each layer's matrices out of the stacks with
       `cpu_matvec.take` inside the loop, to the same bits as XLA's slicing of the
       stored bits. Either way the embedding rows come from `cpu_matvec.take`.
       Otherwise ignored.
@@ -304,7 +331,15 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
     # place (dynamic_update_slice on a carried buffer), so a decode step never copies
     # the cache; scanning it as xs/ys would rebuild it every step.
     layers, in_place = params["layers"], {}
-    kernel_rows = in_place_ok and tokens_BT.size <= cpu_kernel.max_rows()
+    packed = params.get("packed", {})
+    # More rows than `max_rows()` (a prefill) run in the kernel too where every layer
+    # matrix has a packed form: the packed kernel keeps its speed at 512 rows (~440
+    # GFLOP/s on the 2-core Zen 4, XLA's GEMMs ~420 plus `take`'s copies: a
+    # SmolLM2-135M prefill of 16 x 32 tokens lost ~100 ms, docs/benchmarks.md).
+    all_packed = bool(packed) and isinstance(layers, dict) and all(
+        n in packed for n, w in layers.items()
+        if n in _MATRICES and w.dtype in (jnp.bfloat16, jnp.uint16))
+    kernel_rows = in_place_ok and (tokens_BT.size <= cpu_kernel.max_rows() or all_packed)
     # One token per row with the products in the kernel: attention over each layer's
     # bf16 cache in the kernel too, which reads it in place (XLA copied both slices
     # out for its dots).
@@ -319,7 +354,6 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       in_place = {n: w for n, w in layers.items()
                   if n in _MATRICES and w.dtype in (jnp.bfloat16, jnp.uint16)}
       layers = {n: w for n, w in layers.items() if n not in in_place}
-    packed = params.get("packed", {})
 
     def layer(carry, xs):
       h_BTD, k_all, v_all, l = carry
@@ -334,7 +368,7 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       def write(k, v):
         at = (l, 0, 0, cache.index, 0)
         put = lambda buf, x: lax.dynamic_update_slice(  # noqa: E731
-            buf, store(x.swapaxes(1, 2)[None].astype(value_dtype(buf.dtype))), at)
+            buf, store(_heads_major(x)[None].astype(value_dtype(buf.dtype))), at)
         new["k"], new["v"] = put(k_all, k), put(v_all, v)
         if kernel_attention:
           return _InStack(new["k"], l), _InStack(new["v"], l)

@@ -449,3 +449,36 @@ def test_kernel_decode_at_batch_4_matches_xla(monkeypatch, packed):
   assert err.max() < 1e-3, err.max()
   assert np.abs(want).max() > 2
 
+
+@needs_gemm
+def test_packed_prefill_past_max_rows_runs_in_the_kernel(monkeypatch):
+  """A prefill of more rows than `max_rows()` runs its products in the packed kernel
+  when every layer matrix is packed (the same sums as within the limit, bit for bit),
+  and takes the stacks' slices into XLA's products when they are not."""
+  raw = _params(WIDE.replace(dtype="float32"))
+  packed = rjm.decode_params(raw, WIDE, cpu_matvec=True, packed=True)
+  stacked = rjm.decode_params(raw, WIDE, cpu_matvec=True)
+  tokens = jax.random.randint(jax.random.key(5), (4, 5), 0, WIDE.vocab_size)
+  pos = jnp.asarray(np.arange(5)[None] - np.array([[0], [2], [1], [4]]), jnp.int32)
+  calls = []
+  real = cpu_matvec.matvec
+  monkeypatch.setattr(cpu_matvec, "matvec", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+  def prefill(p):  # a fresh jit each time: max_rows() is read while tracing
+    fn = jax.jit(lambda p, t, q, c: rjm.forward_hidden(p, t, q, WIDE, c, cpu_matvec=True))
+    return np.asarray(fn(p, tokens, pos, rjm.init_cache(WIDE, batch=4, length=8))[0])
+
+  within = prefill(packed)  # 20 rows <= 64
+  assert len(calls) == 7
+  monkeypatch.setattr(cpu_matvec, "GEMM_MAX_ROWS", 8)
+  assert cpu_matvec.max_rows() == 8
+  calls.clear()
+  np.testing.assert_array_equal(prefill(packed), within)
+  assert len(calls) == 7  # q, k, v, o, gate, up, down: traced once in the layer scan
+  calls.clear()
+  sliced = prefill(stacked)
+  assert not calls
+  # XLA's products sum in another order; rounded to bf16 per layer, they agree here.
+  real_rows = np.asarray(pos >= 0)
+  err = np.abs(sliced.astype(np.float32) - within.astype(np.float32))[real_rows]
+  assert err.max() <= 0.02 * np.abs(within.astype(np.float32)).max(), err.max()
