@@ -28,6 +28,8 @@ TAKE_TARGET = "reasoning_jax_take16"
 ATTENTION_TARGET = "reasoning_jax_decode_attention"
 LOGSUMEXP_TARGET = "reasoning_jax_row_logsumexp"
 SILU_MUL_TARGET = "reasoning_jax_silu_mul"
+NORM_TARGETS = {False: "reasoning_jax_rms_norm", True: "reasoning_jax_add_rms_norm"}
+ROPE_TARGET = "reasoning_jax_rope"
 
 # The most rows the decode sends to the kernel where `_gemm_ir`'s AVX-512 BF16 GEMMs
 # run (a step of up to 64 rows: at 16 and 64 rows they ran at 1.4-2.1x XLA:CPU's
@@ -44,7 +46,7 @@ def _register() -> str | None:
   """Compile and register the handlers once; None on success, else why not."""
   try:
     # Imported here: numba and the kernel load only in processes that decode with it.
-    from reasoning_jax.model import _cpu_kernel, _cpu_take  # noqa: PLC0415
+    from reasoning_jax.model import _cpu_glue, _cpu_kernel, _cpu_take  # noqa: PLC0415
   except Exception as e:  # noqa: BLE001 (any import or compile failure disables it)
     return f"numba kernel unavailable: {type(e).__name__}: {e}"
   try:
@@ -53,6 +55,9 @@ def _register() -> str | None:
                 LOGSUMEXP_TARGET: _cpu_kernel.handler_logsumexp,
                 SILU_MUL_TARGET: _cpu_kernel.handler_silu_mul,
                 TAKE_TARGET: _cpu_take.handler_take,
+                NORM_TARGETS[False]: _cpu_glue.handler_norm,
+                NORM_TARGETS[True]: _cpu_glue.handler_add_norm,
+                ROPE_TARGET: _cpu_glue.handler_rope,
                 ATTENTION_TARGET: _cpu_kernel.handler_attention}
     for name, fn in handlers.items():
       jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(fn.ctypes), platform="cpu")
@@ -216,6 +221,54 @@ def silu_mul(gate_MF: jax.Array, up_MF: jax.Array) -> jax.Array:
     raise RuntimeError(f"silu_mul: {reason}; check cpu_matvec.available() first")
   call = jax.ffi.ffi_call(SILU_MUL_TARGET, jax.ShapeDtypeStruct(gate_MF.shape, jnp.bfloat16))
   return call(gate_MF.astype(jnp.float32), up_MF.astype(jnp.float32))
+
+
+def rms_norm(h_MD: jax.Array, w_D: jax.Array, eps: float,
+             residual_MD: jax.Array | None = None):
+  """Llama's RMSNorm of bf16 rows, `bf16(bf16(h / rms(h)) * w)` (`forward.rms_norm`
+  with no offset), on the calling thread.
+
+  With `residual_MD` (float32 `[M, D]`, a product as `matvec` returns it), first the
+  residual add `h = bf16(h + bf16(residual))`, and returns `(h, norm of h)`.
+
+  Why: XLA:CPU ran the add, the mean of squares and the scaling as ~5 small fusions,
+  ~11 us per norm of a 16-row SmolLM2-135M step, docs/benchmarks.md. The mean sums in
+  another order than XLA's (float32), so a value at a bf16 rounding boundary may
+  round the other way. CPU only, where `available()`.
+  """
+  M, D = h_MD.shape if h_MD.ndim == 2 else (0, -1)
+  if h_MD.ndim != 2 or h_MD.dtype != jnp.bfloat16 or w_D.shape != (D,) or (
+      residual_MD is not None and residual_MD.shape != h_MD.shape):
+    raise ValueError(f"rms_norm: h {h_MD.shape} {h_MD.dtype} must be bf16 [M, D], w "
+                     f"{w_D.shape} [D] and the residual (if any) [M, D]")
+  reason = _register()
+  if reason is not None:
+    raise RuntimeError(f"rms_norm: {reason}; check cpu_matvec.available() first")
+  out = jax.ShapeDtypeStruct(h_MD.shape, jnp.bfloat16)
+  eps_1 = jnp.asarray([eps], jnp.float32)
+  w_D = w_D.astype(jnp.bfloat16)
+  if residual_MD is None:
+    return jax.ffi.ffi_call(NORM_TARGETS[False], out)(h_MD, w_D, eps_1)
+  call = jax.ffi.ffi_call(NORM_TARGETS[True], (out, out))
+  return tuple(call(h_MD, residual_MD.astype(jnp.float32), w_D, eps_1))
+
+
+def rope(x_MnH: jax.Array, cos_MH: jax.Array, sin_MH: jax.Array) -> jax.Array:
+  """Rotate-half RoPE of a product's heads `[M, n, H]` (float32 as `matvec` returns
+  them, each value first rounded to bf16 as the model rounds a product) at each row's
+  `cos, sin [M, H]`: bf16 `[M, n, H]`, on the calling thread (`forward.apply_rope`'s
+  values but for FMA pairing). Why: XLA:CPU's fusion of the keys' RoPE with their
+  cache write ran at ~4 ns per value (docs/benchmarks.md). CPU only."""
+  M, n, H = x_MnH.shape if x_MnH.ndim == 3 else (0, 0, -1)
+  if x_MnH.ndim != 3 or H % 2 or cos_MH.shape != (M, H) or sin_MH.shape != (M, H):
+    raise ValueError(f"rope: x {x_MnH.shape} must be [M, n, H] with H even, cos "
+                     f"{cos_MH.shape} and sin {sin_MH.shape} [M, H]")
+  reason = _register()
+  if reason is not None:
+    raise RuntimeError(f"rope: {reason}; check cpu_matvec.available() first")
+  call = jax.ffi.ffi_call(ROPE_TARGET, jax.ShapeDtypeStruct(x_MnH.shape, jnp.bfloat16))
+  return call(x_MnH.astype(jnp.float32), cos_MH.astype(jnp.float32),
+              sin_MH.astype(jnp.float32))
 
 
 def take(table: jax.Array, index: jax.Array | int) -> jax.Array:

@@ -276,29 +276,41 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
                                         (0, cache.index))
   mask_g, mask_l = _masks(positions_BT, k_pos_BS, cfg)
   flags_L = jnp.asarray(cfg.local_flags)
+  # One-token kernel steps of a model with Llama's norms and separate q/k/v run the
+  # norms, residual adds and RoPE in `cpu_matvec` too (set with the cache below).
+  glue = False
 
   def block(h_BTD, p, is_local, kv_fn):
     """One layer; `kv_fn(k_BTKH, v_BTKH) -> (keys, values)` `[B, K, S, H]` attends
     within the tokens (no cache) or writes them into the cache and returns the layer's
     cached keys/values."""
+    B, _, D = h_BTD.shape
     with jax.named_scope("attention"):
-      x = rms_norm(h_BTD, p["attn_norm"], cfg)
-      if "wq" not in p:  # q/k/v fused by `decode_params`
-        q, k, v = _split_heads(_project(x, p, "wqkv", 1, p.get("bqkv")), cfg)
-      else:
-        q = _project(x, p, "wq", 1, p.get("bq"))
-        k = _project(x, p, "wk", 1, p.get("bk"))
-        v = _project(x, p, "wv", 1, p.get("bv"))
-      if cfg.qk_norm:
-        q = rms_norm(q, p["q_norm"], cfg)
-        k = rms_norm(k, p["k_norm"], cfg)
       if cfg.local_rope:
         cos = jnp.where(is_local, cos_l, cos_g)
         sin = jnp.where(is_local, sin_l, sin_g)
       else:
         cos, sin = cos_g, sin_g
-      q = apply_rope(q, cos, sin)
-      k = apply_rope(k, cos, sin)
+      if glue:
+        x = cpu_kernel.rms_norm(h_BTD.reshape(B, D), p["attn_norm"], cfg.norm_eps)
+        x = x.reshape(B, 1, D)
+        q, k = (cpu_kernel.rope(_project(x, p, n, 1, p.get(b), f32=True)[:, 0],
+                                cos[:, 0], sin[:, 0])[:, None]
+                for n, b in (("wq", "bq"), ("wk", "bk")))
+        v = _project(x, p, "wv", 1, p.get("bv"))
+      else:
+        x = rms_norm(h_BTD, p["attn_norm"], cfg)
+        if "wq" not in p:  # q/k/v fused by `decode_params`
+          q, k, v = _split_heads(_project(x, p, "wqkv", 1, p.get("bqkv")), cfg)
+        else:
+          q = _project(x, p, "wq", 1, p.get("bq"))
+          k = _project(x, p, "wk", 1, p.get("bk"))
+          v = _project(x, p, "wv", 1, p.get("bv"))
+        if cfg.qk_norm:
+          q = rms_norm(q, p["q_norm"], cfg)
+          k = rms_norm(k, p["k_norm"], cfg)
+        q = apply_rope(q, cos, sin)
+        k = apply_rope(k, cos, sin)
       k, v = kv_fn(k, v)
       mask = mask_g if mask_l is None else jnp.where(is_local, mask_l, mask_g)
       if isinstance(k, _InStack):  # one token over the cache, in place (`layer`)
@@ -309,12 +321,18 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       else:
         o = attention(q, k.astype(dtype), v.astype(dtype), mask, cfg,
                       by_sums=sum_attention)
-      o = _project(o, p, "wo", 2)
-      if cfg.post_norms:
-        o = rms_norm(o, p["post_attn_norm"], cfg)
-      h_BTD = h_BTD + o
+      o = _project(o, p, "wo", 2, f32=glue)
+      if glue:
+        h_BTD, x = cpu_kernel.rms_norm(h_BTD.reshape(B, D), p["mlp_norm"], cfg.norm_eps,
+                                       o.reshape(B, D))
+        h_BTD, x = h_BTD.reshape(B, 1, D), x.reshape(B, 1, D)
+      else:
+        if cfg.post_norms:
+          o = rms_norm(o, p["post_attn_norm"], cfg)
+        h_BTD = h_BTD + o
+        x = rms_norm(h_BTD, p["mlp_norm"], cfg)
     with jax.named_scope("mlp"):
-      y = _mlp(rms_norm(h_BTD, p["mlp_norm"], cfg), p, cfg)
+      y = _mlp(x, p, cfg)
       if cfg.post_norms:
         y = rms_norm(y, p["post_mlp_norm"], cfg)
       return h_BTD + y
@@ -346,6 +364,8 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
     kernel_attention = (kernel_rows and tokens_BT.shape[1] == 1
                         and cache.k_LBKSH.dtype in (jnp.bfloat16, jnp.uint16)
                         and cpu_kernel.attention_fits(cfg.head_dim, cache.length))
+    glue = (kernel_attention and not cfg.qk_norm and not cfg.post_norms
+            and cfg.norm_offset == 0 and dtype == jnp.bfloat16 and "wq" in layers)
     if in_place_ok and isinstance(layers, dict):
       # The scan would slice each layer's matrix out of its stack: a copy per step,
       # and for a bf16 stack XLA:CPU's conversion of the whole stack to float32 before
