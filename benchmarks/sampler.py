@@ -6,7 +6,8 @@ process, for exactly `--new` tokens per row (no stop token). Prints tokens/s of 
 their ratio, and at batch 1 the fraction of the memory-bandwidth bound: the bytes one
 decode step must read (all weights plus the filled KV cache) divided by the machine's
 bandwidth, measured here with a large on-device read and copy, against the measured step
-time.
+time. Each side's figure is its best of `--reps` calls, the two sides' calls alternating
+(a shared machine drifts within minutes; alternating, both see the same conditions).
 
   python benchmarks/sampler.py                       # batch 1, 16, 64; 128 new tokens
   python benchmarks/sampler.py --batches 1 --skip-hf  # ours only
@@ -55,25 +56,27 @@ def make_prompts(batch: int, vocab: int, seed: int = 0) -> list[list[int]]:
           for _ in range(batch)]
 
 
-def time_ours(params, cfg, prompts, new: int, reps: int, temperature: float = 0.0,
-              top_p: float = 1.0) -> tuple[float, np.ndarray]:
-  """Best wall time of `generate` (compiled beforehand) and its tokens."""
+def ours_call(params, cfg, prompts, new: int, temperature: float = 0.0,
+              top_p: float = 1.0):
+  """`generate` compiled and run once; returns a function that runs it again and
+  returns (wall seconds, tokens)."""
   kw = dict(key=jax.random.key(0), max_new_tokens=new, temperature=temperature,
             top_p=top_p)
-  out = jax.block_until_ready(rs.generate(params, cfg, prompts, **kw))
-  best = float("inf")
-  for _ in range(reps):
+  jax.block_until_ready(rs.generate(params, cfg, prompts, **kw))
+
+  def run():
     t = time.perf_counter()
     out = jax.block_until_ready(rs.generate(params, cfg, prompts, **kw))
-    best = min(best, time.perf_counter() - t)
-  assert (np.asarray(out.lengths) == new).all()
-  return best, np.asarray(out.tokens)
+    dt = time.perf_counter() - t
+    assert (np.asarray(out.lengths) == new).all()
+    return dt, np.asarray(out.tokens)
+  return run
 
 
-def time_hf(model, prompts, new: int, reps: int, temperature: float = 0.0,
-            top_p: float = 1.0) -> tuple[float, np.ndarray]:
-  """Best wall time of transformers' `generate` on the left-padded batch (greedy, or
-  sampling with the same temperature and top-p and no top-k), on the model's device."""
+def hf_call(model, prompts, new: int, temperature: float = 0.0, top_p: float = 1.0):
+  """transformers' `generate` on the left-padded batch (greedy, or sampling with the
+  same temperature and top-p and no top-k), on the model's device, warmed up; returns
+  a function that runs it once and returns (wall seconds, new tokens)."""
   import torch
   n = max(len(p) for p in prompts)
   ids = torch.zeros((len(prompts), n), dtype=torch.long)
@@ -88,18 +91,31 @@ def time_hf(model, prompts, new: int, reps: int, temperature: float = 0.0,
             eos_token_id=None, pad_token_id=0)
   if temperature > 0:
     kw.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
-  best, out = float("inf"), None
   with torch.inference_mode():
     model.generate(ids, **dict(kw, max_new_tokens=2, min_new_tokens=2))  # warm-up
     if getattr(model.generation_config, "cache_implementation", None) == "static":
       model.generate(ids, **kw)  # torch.compile: the full-length call compiles too
-    for _ in range(reps):
+
+  def run():
+    with torch.inference_mode():
       sync()
       t = time.perf_counter()
       out = model.generate(ids, **kw)
       sync()
-      best = min(best, time.perf_counter() - t)
-  return best, out[:, n:].cpu().numpy()
+      return time.perf_counter() - t, out[:, n:].cpu().numpy()
+  return run
+
+
+def best_times(calls, reps: int):
+  """The best wall time of each call over `reps` rounds, the calls alternating within
+  each round (this shared machine drifts by ~20% within minutes, docs/benchmarks.md:
+  alternating, both sides see the same conditions), and each call's last output."""
+  best, out = [float("inf")] * len(calls), [None] * len(calls)
+  for _ in range(reps):
+    for i, call in enumerate(calls):
+      dt, out[i] = call()
+      best[i] = min(best[i], dt)
+  return best, out
 
 
 def step_bytes(cfg: rjm.ModelConfig, context: int) -> int:
@@ -166,10 +182,14 @@ def main():
   for b in args.batches:
     prompts = make_prompts(b, cfg.vocab_size)
     knobs = dict(temperature=args.temperature, top_p=args.top_p)
-    t_ours, tok_ours = time_ours(params, cfg, prompts, args.new, args.reps, **knobs)
+    calls = [ours_call(params, cfg, prompts, args.new, **knobs)]
+    if hf_model is not None:
+      calls.append(hf_call(hf_model, prompts, args.new, **knobs))
+    times, tokens = best_times(calls, args.reps)
+    t_ours, tok_ours = times[0], tokens[0]
     line = f"{b:5d} {b * args.new / t_ours:11.1f}"
     if hf_model is not None:
-      t_hf, tok_hf = time_hf(hf_model, prompts, args.new, args.reps, **knobs)
+      t_hf, tok_hf = times[1], tokens[1]
       # Greedy in bf16: rows may diverge after a near-tie, so report the agreement
       # (meaningless when sampling: two random streams).
       same = f"{np.mean(tok_hf == tok_ours):5.2f}" if args.temperature <= 0 else "    -"
