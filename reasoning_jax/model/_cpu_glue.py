@@ -1,5 +1,6 @@
 """numba-compiled XLA FFI handlers for the small steps between the products of a CPU
-decode step of a bf16 model: RMSNorm (with the residual add before it) and RoPE.
+decode step of a bf16 model: RMSNorm (with the residual add before it) and RoPE (of
+a fused q/k/v product too, which it splits).
 
 Why: XLA:CPU runs such fusions on one thread, and ones that end in a layout change or
 a cache write at ~1-4 ns per value; at 16 rows they cost ~50 us of each SmolLM2-135M
@@ -54,22 +55,33 @@ def add_rows(h_addr, y_addr, out_addr, n):
 
 
 @nb.njit(fastmath=_NAN_SAFE, error_model="numpy", cache=True)
-def rope_rows(x_addr, cos_addr, sin_addr, out_addr, M, n, H):
-  """Rotate-half RoPE of float32 `x [M, n, H]` (each value first rounded to bf16, as
-  the model rounds a product) with float32 `cos, sin [M, H]`, into bf16 bits `out [M,
-  n, H]`, per half as `forward.apply_rope`."""
-  x = nb.carray(ptr(x_addr), (M, n, H), np.float32)
+def rope_rows(x_addr, ld, c0, cos_addr, sin_addr, out_addr, M, n, H):
+  """Rotate-half RoPE of `n` heads of float32 `x [M, ld]` from column `c0` (each value
+  first rounded to bf16, as the model rounds a product) with float32 `cos, sin [M,
+  H]`, into bf16 bits `out [M, n, H]`, per half as `forward.apply_rope`."""
+  x = nb.carray(ptr(x_addr), (M, ld), np.float32)
   cos = nb.carray(ptr(cos_addr), (M, H), np.float32)
   sin = nb.carray(ptr(sin_addr), (M, H), np.float32)
   out = nb.carray(ptr(out_addr), (M, n, H), np.uint16)
   half = H // 2
   for m in range(M):
     for j in range(n):
+      at = c0 + j * H
       for i in range(half):
-        x1 = bf16_to_f32(to_bf16(x[m, j, i]))
-        x2 = bf16_to_f32(to_bf16(x[m, j, i + half]))
+        x1 = bf16_to_f32(to_bf16(x[m, at + i]))
+        x2 = bf16_to_f32(to_bf16(x[m, at + i + half]))
         out[m, j, i] = to_bf16(x1 * cos[m, i] - x2 * sin[m, i])
         out[m, j, i + half] = to_bf16(x2 * cos[m, i + half] + x1 * sin[m, i + half])
+
+
+@nb.njit(fastmath=_NAN_SAFE, error_model="numpy", cache=True)
+def round_rows(x_addr, ld, c0, out_addr, M, n):
+  """out[m] = bf16(x[m, c0:c0 + n]) for float32 `x [M, ld]` into bf16 bits `[M, n]`."""
+  x = nb.carray(ptr(x_addr), (M, ld), np.float32)
+  out = nb.carray(ptr(out_addr), (M, n), np.uint16)
+  for m in range(M):
+    for i in range(n):
+      out[m, i] = to_bf16(x[m, c0 + i])
 
 
 @nb.njit(cache=True)
@@ -107,21 +119,35 @@ def handler_add_norm(call_frame):
 
 
 @nb.njit(cache=True)
-def _rope(call_frame):
-  """The body of `handler_rope`: x float32 `[M, n, H]`, cos and sin float32 `[M, H]`
-  -> bf16 `[M, n, H]` (see `rope_rows`)."""
+def _rope(call_frame, qkv):
+  """The body of both RoPE handlers. Args: x float32 `[M, n, H]` (with `qkv`: `[M, (n +
+  2 nk) H]`, a fused q/k/v product), cos and sin float32 `[M, H]`; returns bf16 `[M,
+  n, H]` (with `qkv`: q `[M, n, H]`, k and v `[M, nk, H]`, v only rounded)."""
   frame = nb.carray(call_frame, (15,), np.int64)
   if answer_metadata(frame):
     return 0
-  args, rets = words(frame[9], 3), words(frame[14], 1)
-  bx = words(args[0], 6)
-  dims = words(bx[5], 3)
-  rope_rows(bx[3], words(args[1], 6)[3], words(args[2], 6)[3], words(rets[0], 6)[3],
-            dims[0], dims[1], dims[2])
+  args, rets = words(frame[9], 3), words(frame[14], 1 + 2 * qkv)
+  bx, bq = words(args[0], 6), words(rets[0], 6)
+  dims = words(bq[5], 3)
+  M, n, H = dims[0], dims[1], dims[2]
+  cos, sin = words(args[1], 6)[3], words(args[2], 6)[3]
+  nk = words(words(rets[1], 6)[5], 3)[1] if qkv else 0
+  ld = (n + 2 * nk) * H
+  rope_rows(bx[3], ld, 0, cos, sin, bq[3], M, n, H)
+  if qkv:
+    rope_rows(bx[3], ld, n * H, cos, sin, words(rets[1], 6)[3], M, nk, H)
+    round_rows(bx[3], ld, (n + nk) * H, words(rets[2], 6)[3], M, nk * H)
   return 0
 
 
 @nb.cfunc(types.voidptr(types.voidptr), cache=True)
 def handler_rope(call_frame):
   """XLA FFI handler: RoPE of a product's heads, rounded to bf16 (see `_rope`)."""
-  return ptr(_rope(call_frame))
+  return ptr(_rope(call_frame, 0))
+
+
+@nb.cfunc(types.voidptr(types.voidptr), cache=True)
+def handler_rope_qkv(call_frame):
+  """XLA FFI handler: RoPE of a fused q/k/v product's q and k, and v, in bf16 (see
+  `_rope`)."""
+  return ptr(_rope(call_frame, 1))

@@ -59,7 +59,7 @@ SPIN_NS = 500_000
 # `attend_tasks`): 5 q, 6 the layer's keys, 7 out, 8 B, 9 kv heads, 10 head dim, 20
 # the layer's values, 21 the mask, 22 slots S, 23 query heads per kv head, 24-25 the
 # scale and soft cap as float64; mode 7 (`row_logsumexp`): 5 x, 7 out, 8 rows, 9 V;
-# mode 8 (`row_silu_mul`): 5 gate, 6 up, 7 out, 8 rows, 9 F.
+# mode 8 (`row_silu_mul`): 5 gate, 6 up, 7 out, 8 rows, 9 F, 10 their row stride.
 _JOB = 26
 _SCRATCH = 14
 _ATTN = 20
@@ -251,14 +251,14 @@ def row_logsumexp(x_addr, out_addr, V, r0, r1):
 
 
 @nb.njit(fastmath=_NAN_SAFE, error_model="numpy", cache=True)
-def row_silu_mul(g_addr, u_addr, out_addr, F, r0, r1):
-  """out[r] = bf16(silu(g) * u) for rows [r0, r1) of float32 `g, u [.., F]`, each
-  first rounded to bf16 (the model's activations), as `forward._mlp` computes it in
-  XLA: silu(g) = g / (1 + exp(-g)), here from exp(-|g|) (`_exp_nonpositive`, < 2e-7
-  relative, no overflow) so that the loop has no branch and vectorises."""
+def row_silu_mul(g_addr, u_addr, out_addr, F, ld, r0, r1):
+  """out[r] = bf16(silu(g) * u) for rows [r0, r1) of float32 `g, u [.., F]` (rows `ld`
+  apart; fused `[.., 2F]`: u = g + F, ld = 2F), each first rounded to bf16, as
+  `forward._mlp` computes it in XLA: silu(g) = g / (1 + exp(-g)), here from exp(-|g|)
+  (`_exp_nonpositive`, < 2e-7 relative, no overflow): the loop vectorises."""
   for r in range(r0, r1):
-    g = nb.carray(ptr(g_addr + 4 * r * F), (F,), np.float32)
-    u = nb.carray(ptr(u_addr + 4 * r * F), (F,), np.float32)
+    g = nb.carray(ptr(g_addr + 4 * r * ld), (F,), np.float32)
+    u = nb.carray(ptr(u_addr + 4 * r * ld), (F,), np.float32)
     out = nb.carray(ptr(out_addr + 2 * r * F), (F,), np.uint16)
     for i in range(F):
       a, b = bf16_to_f32(to_bf16(g[i])), bf16_to_f32(to_bf16(u[i]))
@@ -323,7 +323,7 @@ def _chunk(job_addr, c):
     row_logsumexp(job[5], job[7], N, c * rows, min(M, (c + 1) * rows))
     return
   if mode == 8:  # silu(gate) * up: chunk c owns rows
-    row_silu_mul(job[5], job[6], job[7], N, c * rows, min(M, (c + 1) * rows))
+    row_silu_mul(job[5], job[6], job[7], N, K, c * rows, min(M, (c + 1) * rows))
     return
   if mode >= 2:  # `_gemm_ir`'s kernels own whole column units [n0, n1)
     unit = _unit(mode)
@@ -580,15 +580,15 @@ def handler_logsumexp(call_frame):
 @nb.njit(cache=True)
 def _silu_mul(call_frame):
   """The body of `handler_silu_mul`: out [M, F] bf16 = `row_silu_mul` of gate and up
-  [M, F] float32, rows split over the threads."""
+  [M, F] float32, or of one fused [M, 2F] passed twice, rows split over the threads."""
   frame = nb.carray(call_frame, (15,), np.int64)
   if answer_metadata(frame):
     return 0
   args = words(frame[9], 2)
   bg, bu = words(args[0], 6), words(args[1], 6)
-  dims = words(bg[5], 2)
-  _dispatch(frame[2], frame[3], bg[3], bu[3], words(words(frame[14], 1)[0], 6)[3],
-            dims[0], dims[1], 0, 8, 0)
+  bo = words(words(frame[14], 1)[0], 6)
+  M, F, ld = words(bo[5], 2)[0], words(bo[5], 2)[1], words(bg[5], 2)[1]
+  _dispatch(frame[2], frame[3], bg[3], bu[3] + 4 * (ld - F), bo[3], M, F, ld, 8, 0)
   return 0
 
 

@@ -30,6 +30,7 @@ LOGSUMEXP_TARGET = "reasoning_jax_row_logsumexp"
 SILU_MUL_TARGET = "reasoning_jax_silu_mul"
 NORM_TARGETS = {False: "reasoning_jax_rms_norm", True: "reasoning_jax_add_rms_norm"}
 ROPE_TARGET = "reasoning_jax_rope"
+ROPE_QKV_TARGET = "reasoning_jax_rope_qkv"
 
 # The most rows the decode sends to the kernel where `_gemm_ir`'s AVX-512 BF16 GEMMs
 # run (a step of up to 64 rows: at 16 and 64 rows they ran at 1.4-2.1x XLA:CPU's
@@ -58,6 +59,7 @@ def _register() -> str | None:
                 NORM_TARGETS[False]: _cpu_glue.handler_norm,
                 NORM_TARGETS[True]: _cpu_glue.handler_add_norm,
                 ROPE_TARGET: _cpu_glue.handler_rope,
+                ROPE_QKV_TARGET: _cpu_glue.handler_rope_qkv,
                 ATTENTION_TARGET: _cpu_kernel.handler_attention}
     for name, fn in handlers.items():
       jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(fn.ctypes), platform="cpu")
@@ -203,9 +205,11 @@ def logsumexp(x_MV: jax.Array) -> jax.Array:
   return call(x_MV.astype(jnp.float32))
 
 
-def silu_mul(gate_MF: jax.Array, up_MF: jax.Array) -> jax.Array:
+def silu_mul(gate_MF: jax.Array, up_MF: jax.Array | None = None) -> jax.Array:
   """`(silu(bf16(gate)) * bf16(up)).astype(bfloat16)` (float32 math) of a bf16 model's
   gate and up products `[M, F]` (float32, as `matvec` returns them), on both cores.
+  With `up_MF` None, `gate_MF` is the fused product `[M, 2F]`: gate, then up (read in
+  place: XLA:CPU's two slices of it cost ~6 us of each 16-row SmolLM2-135M layer).
 
   Why: XLA:CPU ran this fusion on one thread at ~1 ns per value (25 us of each
   SmolLM2-135M layer at 16 rows, docs/benchmarks.md); here the rows are split over
@@ -213,14 +217,21 @@ def silu_mul(gate_MF: jax.Array, up_MF: jax.Array) -> jax.Array:
   XLA's but for the rare value at a rounding boundary). A NaN propagates; an
   infinite gate gives +-inf, not XLA's NaN for -inf. CPU only, where `available()`.
   """
-  if gate_MF.ndim != 2 or up_MF.shape != gate_MF.shape:
+  fused = up_MF is None
+  M, F = gate_MF.shape if gate_MF.ndim == 2 else (0, -1)
+  if fused:
+    F, up_MF = F // 2, gate_MF
+  if (gate_MF.ndim != 2 or up_MF.shape != gate_MF.shape
+      or F * (1 + fused) != up_MF.shape[1]):
     raise ValueError(f"silu_mul: gate {gate_MF.shape} and up {up_MF.shape} must both "
-                     "be [M, F]")
+                     "be [M, F], or a fused gate/up [M, 2F] alone")
   reason = _register()
   if reason is not None:
     raise RuntimeError(f"silu_mul: {reason}; check cpu_matvec.available() first")
-  call = jax.ffi.ffi_call(SILU_MUL_TARGET, jax.ShapeDtypeStruct(gate_MF.shape, jnp.bfloat16))
-  return call(gate_MF.astype(jnp.float32), up_MF.astype(jnp.float32))
+  call = jax.ffi.ffi_call(SILU_MUL_TARGET, jax.ShapeDtypeStruct((M, F), jnp.bfloat16))
+  gate_MF = gate_MF.astype(jnp.float32)
+  # The fused product goes in twice (one buffer): the handler reads up F columns on.
+  return call(gate_MF, gate_MF if fused else up_MF.astype(jnp.float32))
 
 
 def rms_norm(h_MD: jax.Array, w_D: jax.Array, eps: float,
@@ -269,6 +280,29 @@ def rope(x_MnH: jax.Array, cos_MH: jax.Array, sin_MH: jax.Array) -> jax.Array:
   call = jax.ffi.ffi_call(ROPE_TARGET, jax.ShapeDtypeStruct(x_MnH.shape, jnp.bfloat16))
   return call(x_MnH.astype(jnp.float32), cos_MH.astype(jnp.float32),
               sin_MH.astype(jnp.float32))
+
+
+def rope_qkv(qkv_MX: jax.Array, cos_MH: jax.Array, sin_MH: jax.Array, n_q: int,
+             n_kv: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """`rope` of the q and k heads of a fused q/k/v product `[M, (n_q + 2 n_kv) H]`
+  (float32 as `matvec` returns it), and its v heads rounded to bf16: bf16 q `[M, n_q,
+  H]`, k and v `[M, n_kv, H]`, on the calling thread. Why: XLA:CPU's slices of the
+  fused product, one fusion each, cost ~10 us of each 16-row SmolLM2-135M layer
+  (docs/benchmarks.md); here the heads are read where they lie. CPU only."""
+  M, X = qkv_MX.shape if qkv_MX.ndim == 2 else (0, -1)
+  H = cos_MH.shape[-1]
+  if (qkv_MX.ndim != 2 or H % 2 or n_q < 1 or n_kv < 1 or X != (n_q + 2 * n_kv) * H
+      or cos_MH.shape != (M, H) or sin_MH.shape != (M, H)):
+    raise ValueError(f"rope_qkv: qkv {qkv_MX.shape} must be [M, (n_q + 2 n_kv) H] for "
+                     f"n_q={n_q}, n_kv={n_kv} and cos {cos_MH.shape}, sin "
+                     f"{sin_MH.shape} [M, H] with H even")
+  reason = _register()
+  if reason is not None:
+    raise RuntimeError(f"rope_qkv: {reason}; check cpu_matvec.available() first")
+  out = [jax.ShapeDtypeStruct((M, n, H), jnp.bfloat16) for n in (n_q, n_kv, n_kv)]
+  call = jax.ffi.ffi_call(ROPE_QKV_TARGET, out)
+  return tuple(call(qkv_MX.astype(jnp.float32), cos_MH.astype(jnp.float32),
+                    sin_MH.astype(jnp.float32)))
 
 
 def take(table: jax.Array, index: jax.Array | int) -> jax.Array:

@@ -113,6 +113,9 @@ class _InStack(NamedTuple):
 # The layer matrices (any decode layout) that `cpu_matvec` may multiply in place.
 _MATRICES = frozenset({"wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down", "wqkv",
                        "w_gate_up", "wqkv_t", "wo_t", "w_gate_up_t", "w_down_t"})
+# Separate stacks that `decode_params(packed=True)` packs as one fused matrix.
+_FUSED_INTO = {"wq": "wqkv", "wk": "wqkv", "wv": "wqkv", "w_gate": "w_gate_up",
+               "w_up": "w_gate_up"}
 # Input axes of the stacked `[L, *in, *out]` matrices that have more than one.
 _IN_AXES = {"wo": 2}
 
@@ -180,10 +183,8 @@ def _mlp(x_BTD: jax.Array, p: Params, cfg: ModelConfig) -> jax.Array:
     # The kernel's products: silu(gate) * up in the kernel too (XLA:CPU ran it on one
     # thread, `cpu_matvec.silu_mul`), from the float32 products it rounds to bf16.
     parts = [_project(x_BTD, p, n, f32=True) for n in names]
-    gate, up = parts if len(parts) == 2 else jnp.split(parts[0], 2, axis=-1)
-    lead = gate.shape[:-1]
-    act = cpu_kernel.silu_mul(gate.reshape(-1, gate.shape[-1]),
-                              up.reshape(-1, up.shape[-1]))
+    lead = parts[0].shape[:-1]
+    act = cpu_kernel.silu_mul(*(y.reshape(-1, y.shape[-1]) for y in parts))
     return _project(act.reshape(*lead, -1), p, "w_down")
   if "w_gate" not in p:  # gate/up fused by `decode_params`
     gate, up = jnp.split(_project(x_BTD, p, "w_gate_up"), 2, axis=-1)
@@ -294,10 +295,15 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       if glue:
         x = cpu_kernel.rms_norm(h_BTD.reshape(B, D), p["attn_norm"], cfg.norm_eps)
         x = x.reshape(B, 1, D)
-        q, k = (cpu_kernel.rope(_project(x, p, n, 1, p.get(b), f32=True)[:, 0],
-                                cos[:, 0], sin[:, 0])[:, None]
-                for n, b in (("wq", "bq"), ("wk", "bk")))
-        v = _project(x, p, "wv", 1, p.get("bv"))
+        if "wqkv" in p:  # packed as one (`decode_params(packed=True)`)
+          qkv = _project(x, p, "wqkv", 1, p.get("bqkv"), f32=True)[:, 0]
+          q, k, v = (y[:, None] for y in cpu_kernel.rope_qkv(
+              qkv, cos[:, 0], sin[:, 0], cfg.n_heads, cfg.n_kv_heads))
+        else:
+          q, k = (cpu_kernel.rope(_project(x, p, n, 1, p.get(b), f32=True)[:, 0],
+                                  cos[:, 0], sin[:, 0])[:, None]
+                  for n, b in (("wq", "bq"), ("wk", "bk")))
+          v = _project(x, p, "wv", 1, p.get("bv"))
       else:
         x = rms_norm(h_BTD, p["attn_norm"], cfg)
         if "wq" not in p:  # q/k/v fused by `decode_params`
@@ -355,7 +361,7 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
     # GFLOP/s on the 2-core Zen 4, XLA's GEMMs ~420 plus `take`'s copies: a
     # SmolLM2-135M prefill of 16 x 32 tokens lost ~100 ms, docs/benchmarks.md).
     all_packed = bool(packed) and isinstance(layers, dict) and all(
-        n in packed for n, w in layers.items()
+        n in packed or _FUSED_INTO.get(n) in packed for n, w in layers.items()
         if n in _MATRICES and w.dtype in (jnp.bfloat16, jnp.uint16))
     kernel_rows = in_place_ok and (tokens_BT.size <= cpu_kernel.max_rows() or all_packed)
     # One token per row with the products in the kernel: attention over each layer's

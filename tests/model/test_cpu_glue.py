@@ -1,4 +1,4 @@
-"""`cpu_matvec.rms_norm` and `rope` (`model/_cpu_glue.py`) against float64 references
+"""`cpu_matvec.rms_norm`, `rope` and `rope_qkv` (`model/_cpu_glue.py`) against float64 references
 with the model's bf16 roundings; their wiring into the decode step is checked in
 `test_cpu_matvec.test_kernel_decode_at_batch_4_matches_xla`."""
 import jax
@@ -73,6 +73,29 @@ def test_rope_rounds_as_the_model():
   exact = np.concatenate([a + b for a, b in terms], -1)
   bound = np.concatenate([2.0 ** -23 * (np.abs(a) + np.abs(b)) for a, b in terms], -1)
   _assert_bf16_of(got, exact, bound)
+
+
+def test_rope_qkv_is_rope_of_the_fused_products_heads():
+  """`rope_qkv` of a fused `[M, (n_q + 2 n_kv) H]` product: q and k are `rope` of their
+  column ranges bit for bit, v those columns rounded to bf16."""
+  rng = np.random.default_rng(4)
+  M, nq, nk, H = 4, 3, 1, 32
+  qkv = jnp.asarray(rng.standard_normal((M, (nq + 2 * nk) * H)) * 4, jnp.float32)
+  ang = rng.uniform(0, 50, (M, H // 2))
+  cos = jnp.asarray(np.cos(np.concatenate([ang, ang], -1)), jnp.float32)
+  sin = jnp.asarray(np.sin(np.concatenate([ang, ang], -1)), jnp.float32)
+  q, k, v = jax.jit(cpu_matvec.rope_qkv, static_argnums=(3, 4))(qkv, cos, sin, nq, nk)
+  assert [(a.shape, a.dtype) for a in (q, k, v)] == [
+      ((M, nq, H), jnp.bfloat16), ((M, nk, H), jnp.bfloat16), ((M, nk, H), jnp.bfloat16)]
+  cols = np.split(np.asarray(qkv), [nq * H, (nq + nk) * H], -1)
+  bits = lambda a: np.asarray(a).view(np.uint16)  # noqa: E731
+  for got, x, n in ((q, cols[0], nq), (k, cols[1], nk)):
+    np.testing.assert_array_equal(bits(got), bits(cpu_matvec.rope(
+        jnp.asarray(x.reshape(M, n, H)), cos, sin)))
+  np.testing.assert_array_equal(bits(v), bits(jnp.asarray(cols[2]).astype(jnp.bfloat16)
+                                              .reshape(M, nk, H)))
+  with pytest.raises(ValueError, match=r"\(n_q \+ 2 n_kv\) H\] for n_q=3, n_kv=2"):
+    cpu_matvec.rope_qkv(qkv, cos, sin, nq, 2)
 
 
 def test_glue_rejects_bad_shapes():

@@ -352,6 +352,21 @@ def test_silu_mul_propagates_nan_and_rejects_bad_shapes():
   np.testing.assert_allclose(y[0, 3:5], ref[0, 3:5], rtol=2.0 ** -8)
   with pytest.raises(ValueError, match=r"must both be \[M, F\]"):
     cpu_matvec.silu_mul(jnp.zeros((2, 3)), jnp.zeros((3, 2)))
+  with pytest.raises(ValueError, match=r"fused gate/up \[M, 2F\] alone"):
+    cpu_matvec.silu_mul(jnp.zeros((2, 7)))
+
+
+@pytest.mark.parametrize("m, f", [(1, 40), (16, 1536)])
+def test_silu_mul_of_a_fused_product_reads_gate_then_up(m, f):
+  """One fused `[M, 2F]` gate/up product (rows 2F apart) gives the two-operand call's
+  bits, and swapping its halves changes them (gate and up are not mixed up)."""
+  rng = np.random.default_rng(m)
+  g, u = (rng.standard_normal((m, f)).astype(np.float32) * 3 for _ in range(2))
+  fused = jnp.asarray(np.concatenate([g, u], -1))
+  got = np.asarray(jax.jit(cpu_matvec.silu_mul)(fused)).view(np.uint16)
+  np.testing.assert_array_equal(got, np.asarray(cpu_matvec.silu_mul(g, u)).view(np.uint16))
+  swapped = np.asarray(cpu_matvec.silu_mul(u, g)).view(np.uint16)
+  assert (got != swapped).mean() > 0.5
 
 
 @needs_gemm
@@ -416,16 +431,17 @@ def test_kernel_decode_at_batch_4_matches_xla(monkeypatch, packed, cfg):
   the kernels sum float32 in another order (measured max difference 9.5e-7 at logits
   up to 4.5; the bound is 1e-3); a wrong layer, mask or position moves them by ~1.
   With the weights also packed (`decode_params(packed=True)`), every product and the
-  head read the packed forms, and the hidden states are the stacks' bit for bit.
-  For Llama's form the step's norms and RoPE (and every SiLU) run in the kernels."""
+  head read the packed forms (q/k/v and gate/up packed as one matrix each), and the
+  hidden states are the stacks' bit for bit, prefill and step. For Llama's form the step's norms and RoPE (of
+  the fused q/k/v when packed) and every SiLU run in the kernels."""
   WIDE = cfg  # noqa: N806 (the name the body was written for)
   raw = _params(WIDE.replace(dtype="float32"))
   params = rjm.decode_params(raw, WIDE, cpu_matvec=True, packed=packed)
   if packed:
-    assert sorted(params["packed"]) == sorted(
-        ["wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"])
+    assert sorted(params["packed"]) == ["w_down", "w_gate_up", "wo", "wqkv"]
     assert params["head_p"].shape == (1, WIDE.vocab_size // 16, WIDE.d_model // 2, 16, 2)
-  calls = {"attend": 0, "matvec": 0, "rms_norm": 0, "rope": 0, "silu_mul": 0}
+  calls = {"attend": 0, "matvec": 0, "rms_norm": 0, "rope": 0, "rope_qkv": 0,
+           "silu_mul": 0}
   for name in calls:
     real = getattr(cpu_matvec, name)
     monkeypatch.setattr(cpu_matvec, name, lambda *a, _r=real, _n=name, **k: (
@@ -441,16 +457,21 @@ def test_kernel_decode_at_batch_4_matches_xla(monkeypatch, packed, cfg):
     return np.concatenate([np.asarray(a), np.asarray(b)], 1)
 
   got = run(params, True)
-  # Traced once each: the prefill's and the step's 7 layer products (and, packed, their
-  # heads), the step's attention (the prefill's 5 tokens attend in XLA).
-  llama = cfg is LLAMA_WIDE  # norms 2 and RoPE 2 in the step's layer; SiLU 1 + 1
-  assert calls == {"attend": 1, "matvec": 16 if packed else 14, "rms_norm": 2 * llama,
-                   "rope": 2 * llama, "silu_mul": 2 * llama}
-  if packed:
+  # Traced once each: the prefill's and the step's 7 layer products (packed: 4, and
+  # their heads), the step's attention (the prefill's 5 tokens attend in XLA).
+  llama = cfg is LLAMA_WIDE  # norms 2 and RoPE 2 (packed: 1 fused) in the step's
+  # layer; SiLU 1 + 1
+  assert calls == {"attend": 1, "matvec": 10 if packed else 14, "rms_norm": 2 * llama,
+                   "rope": 2 * llama * (not packed), "rope_qkv": llama * packed,
+                   "silu_mul": 2 * llama}
+  if packed:  # the hidden states (the heads sum in other orders), prefill and step
     hidden = jax.jit(rjm.forward_hidden, static_argnums=3, static_argnames="cpu_matvec")
-    cache = rjm.init_cache(WIDE, batch=4, length=8)
-    h = [np.asarray(hidden(p, tokens[:, :5], pos[:, :5], WIDE, cache, cpu_matvec=True)[0])
-         for p in (params, rjm.decode_params(raw, WIDE, cpu_matvec=True))]
+    h = []
+    for p in (params, rjm.decode_params(raw, WIDE, cpu_matvec=True)):
+      a, cache = hidden(p, tokens[:, :5], pos[:, :5], WIDE,
+                        rjm.init_cache(WIDE, batch=4, length=8), cpu_matvec=True)
+      b, _ = hidden(p, tokens[:, 5:], pos[:, 5:], WIDE, cache, cpu_matvec=True)
+      h.append(np.concatenate([np.asarray(a), np.asarray(b)], 1))
     np.testing.assert_array_equal(h[0], h[1])
   want = run(rjm.decode_params(raw, WIDE), False)
   real = pos >= 0  # padding queries attend to nothing real: their logits are noise
@@ -481,12 +502,12 @@ def test_packed_prefill_past_max_rows_runs_in_the_kernel(monkeypatch):
     return np.asarray(fn(p, tokens, pos, rjm.init_cache(WIDE, batch=4, length=8))[0])
 
   within = prefill(packed)  # 20 rows <= 64
-  assert len(calls) == 7
+  assert len(calls) == 4  # q/k/v, o, gate/up, down: traced once in the layer scan
   monkeypatch.setattr(cpu_matvec, "GEMM_MAX_ROWS", 8)
   assert cpu_matvec.max_rows() == 8
   calls.clear()
   np.testing.assert_array_equal(prefill(packed), within)
-  assert len(calls) == 7  # q, k, v, o, gate, up, down: traced once in the layer scan
+  assert len(calls) == 4
   calls.clear()
   sliced = prefill(stacked)
   assert not calls
