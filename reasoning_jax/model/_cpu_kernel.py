@@ -36,9 +36,9 @@ from reasoning_jax.model._gemm_ir import (KN_ROWS, KN_SMALL_ROWS, KN_STRIP, KP_R
 from reasoning_jax.model._numba_ffi import (answer_metadata, api_call, atomic_add,
                                             atomic_cas, atomic_load, atomic_store,
                                             atomic_xchg, bf16_to_f32, bits_to_f32,
-                                            call_gemm, free,
-                                            malloc, now_ns, pool_threads, ptr,
-                                            symbol_address, to_bf16, words)
+                                            call_gemm, expand_rows, free, gather_rows,
+                                            malloc, now_ns, pad_rows, pool_threads, ptr,
+                                            rows_to_bf16, symbol_address, to_bf16, words)
 
 # Most weight bytes per chunk. Each thread should stream long contiguous runs
 # (measured on the 57 MB SmolLM2 head: 64 KB chunks 19 GB/s, 4 MB 25.6 GB/s), and a
@@ -47,7 +47,7 @@ CHUNK_BYTES = 1 << 22
 # How long an idle helper polls for the next job before it returns to the pool.
 SPIN_NS = 500_000
 
-# The job record, int64 words: 0 unused, 1 `generation << 32 | next chunk` (`_CLOSED`
+# The job record, int64 words: 0 the rows-to-keep mask (modes 5, 6; 0: all), 1 `generation << 32 | next chunk` (`_CLOSED`
 # as the chunk once the caller stops), 2 chunks done, 3 chunks, 4 rows of w (modes 0,
 # 1) or column units (2, 3) per chunk, 5 x, 6 w (the layer's matrix), 7 y (padded to
 # whole row blocks in modes 2, 3), 8 M, 9 N, 10 K, 11 row blocks (modes 2, 3), 12
@@ -67,10 +67,14 @@ _CLOSED = 0xFFFFFFFF
 _LOW = 0xFFFFFFFF
 
 # The mailbox: words 0 lock (a caller owns the job slot), 1 helpers alive (or
-# scheduled), 2-3 unused, then the job record. Bound to a JIT symbol so that cached
-# code finds this process's copy.
+# scheduled), 2 the owner's row buffer (`_ROWS`), 3 unused, then the job record.
+# Bound to a JIT symbol so that cached code finds this process's copy.
 _MB_JOB = 4
 _MAILBOX = np.zeros(_MB_JOB + _JOB, np.int64)
+# The kept rows of a product (`gather_rows`), reused (faulted in once per process).
+ROWS_SCRATCH_BYTES = 1 << 23
+_ROWS = np.zeros(ROWS_SCRATCH_BYTES, np.uint8)
+_MAILBOX[2] = _ROWS.ctypes.data
 _MAILBOX_SYMBOL = "reasoning_jax_matvec_mailbox"
 llvm.add_symbol(_MAILBOX_SYMBOL, _MAILBOX.ctypes.data)
 _mailbox_address = symbol_address(_MAILBOX_SYMBOL, function=False)
@@ -88,37 +92,6 @@ _compiled = _gemm_ir.compile_kernels()
 GEMM_UNAVAILABLE = _compiled if isinstance(_compiled, str) else None
 if GEMM_UNAVAILABLE is None:
   _GEMM[:] = _compiled
-
-
-@nb.njit(fastmath=True, cache=True)
-def rows_to_bf16(x, M, K, block):
-  """A new buffer (free it) of the float32 `x [M, K]` rounded to bf16 bits, with zero
-  rows added up to a whole number of row blocks of `block` rows; returns (address,
-  padded rows)."""
-  Mp = (M + block - 1) // block * block
-  xb = malloc(2 * Mp * K)
-  src = nb.carray(ptr(x), (M * K,), np.float32)
-  dst = nb.carray(ptr(xb), (Mp * K,), np.uint16)
-  for i in range(M * K):
-    dst[i] = to_bf16(src[i])
-  for i in range(M * K, Mp * K):
-    dst[i] = 0
-  return xb, Mp
-
-
-@nb.njit(cache=True)
-def pad_rows(x, M, K, block):
-  """The bf16 bits `x [M, K]` with zero rows added up to whole row blocks of `block`
-  rows: `x` itself when it has them, else a new buffer (free it); returns (address,
-  padded rows)."""
-  Mp = (M + block - 1) // block * block
-  if Mp == M:
-    return x, Mp
-  xb = malloc(2 * Mp * K)
-  dst = nb.carray(ptr(xb), (Mp * K,), np.uint16)
-  dst[:M * K] = nb.carray(ptr(x), (M * K,), np.uint16)
-  dst[M * K:] = 0
-  return xb, Mp
 
 
 @nb.njit(fastmath=True, inline="always", cache=True)
@@ -331,6 +304,8 @@ def _chunk(job_addr, c):
     ldw = K if mode == 3 else N
     call_gemm(words(gemm_address(), 5)[mode - 2 if mode < 4 else mode - 3], job[7],
               job[13], job[6], K, ldw, N, n0, n1, job[11])
+    if mode >= 5 and job[0] != 0 and job[11] * _block(mode) <= M:  # kept rows, in y
+      expand_rows(job[7], job[7], M, N, job[0], n0, n1)  # to their rows, these columns
     return
   x = nb.carray(ptr(job[5]), (M, K), np.float32)
   if mode == 0:  # w [N, K]: chunk c owns output columns [c rows, ...)
@@ -400,6 +375,7 @@ def _run_job(api, ctx, job_addr, mb, x, w, y, M, N, K, mode):
   copy out the rows (modes 2, 3)."""
   job = words(job_addr, _JOB)
   threads = pool_threads(api, ctx, job_addr + 8 * _SCRATCH) if mb != 0 else 1
+  scratch = words(mb, 3)[2] if mb != 0 else 0  # the mailbox owner's row buffer
   job[5], job[6], job[7] = x, w, y
   job[8], job[9], job[10], job[12] = M, N, K, mode
   if mode == 4 or mode >= 7:  # attention (the caller filled in its words) or rows
@@ -410,7 +386,9 @@ def _run_job(api, ctx, job_addr, mb, x, w, y, M, N, K, mode):
     # x rounded to bf16 (exact for a bf16 model's activations) in whole row blocks, y
     # padded likewise, the columns cut into ~4 chunks per thread of whole units.
     block = _block(mode)
-    if mode >= 5:  # x arrives as bf16 bits: used in place when it fills whole blocks
+    if mode >= 5 and job[0] != 0:  # only the kept rows (a prefill's real tokens)
+      xb, Mp = gather_rows(x, M, K, block, job[0], scratch, ROWS_SCRATCH_BYTES)
+    elif mode >= 5:  # x arrives as bf16 bits: used in place when it fills whole blocks
       xb, Mp = pad_rows(x, M, K, block)
     else:
       xb, Mp = rows_to_bf16(x, M, K, block)
@@ -418,7 +396,8 @@ def _run_job(api, ctx, job_addr, mb, x, w, y, M, N, K, mode):
     job[4] = max(1, (units + 4 * threads - 1) // (4 * threads))
     job[11] = Mp // block
     job[13] = xb
-    job[7] = y if Mp == M else malloc(4 * Mp * N)
+    keep = mode >= 5 and job[0] != 0  # then y's first rows take the kept ones
+    job[7] = y if Mp == M or (keep and Mp < M) else malloc(4 * Mp * N)
     n_chunks = (units + job[4] - 1) // job[4]
   else:
     per_thread = (2 * N * K + threads * CHUNK_BYTES - 1) // (threads * CHUNK_BYTES)
@@ -444,11 +423,14 @@ def _run_job(api, ctx, job_addr, mb, x, w, y, M, N, K, mode):
   if mode == 4 or mode >= 7:
     pass
   elif mode >= 2:
-    if job[7] != y:
+    if job[7] != y and mode >= 5 and job[0] != 0:  # (in y, the chunks moved them)
+      expand_rows(job[7], y, M, N, job[0], 0, N)
+      free(job[7])
+    elif job[7] != y:
       out = nb.carray(ptr(y), (M * N,), np.float32)
       out[:] = nb.carray(ptr(job[7]), (M * N,), np.float32)
       free(job[7])
-    if job[13] != x:
+    if job[13] != x and job[13] != scratch:
       free(job[13])
   elif mode == 1:
     part = nb.carray(ptr(job[13]), (n_chunks * M * N,), np.float32)
@@ -465,13 +447,13 @@ def _run_job(api, ctx, job_addr, mb, x, w, y, M, N, K, mode):
 def _matvec(call_frame, transposed):
   """The body of both handlers: y[M, N] = x[M, K] @ w[layer] for x float32, w the bf16
   bits (uint16) of L stacked matrices, [L, N, K] when `transposed` else [L, K, N] or
-  packed [L, N / 16, K / 2, 16, 2] (then x is bf16), layer an int32 scalar; y
-  float32."""
+  packed [L, N / 16, K / 2, 16, 2] (then x is bf16, and an optional 4th operand, a
+  bool [M], keeps only the rows set), layer an int32 scalar; y float32."""
   frame = nb.carray(call_frame, (15,), np.int64)
   if answer_metadata(frame):
     return 0
   api, ctx = frame[2], frame[3]
-  args, rets = words(frame[9], 3), words(frame[14], 1)
+  args, rets = words(frame[9], frame[7]), words(frame[14], 1)
   bx, bw, bl, by = (words(args[0], 6), words(args[1], 6), words(args[2], 6),
                     words(rets[0], 6))
   M = words(bx[5], 2)[0]
@@ -491,21 +473,24 @@ def _matvec(call_frame, transposed):
     mode = 3
   elif M > 1 and not transposed and gemm[0] != 0 and K % 2 == 0 and N % KN_STRIP == 0:
     mode = 2
-  _dispatch(api, ctx, bx[3], w, by[3], M, N, K, mode, 0)
+  keep = words(args[3], 6)[3] if frame[7] > 3 else 0  # packed only (`cpu_matvec`)
+  _dispatch(api, ctx, bx[3], w, by[3], M, N, K, mode, keep)
   return 0
 
 
 @nb.njit(cache=True)
 def _dispatch(api, ctx, x, w, y, M, N, K, mode, extra):
   """Run the job in the mailbox (with helpers) if it is free, else alone in a job of
-  its own; `extra` (when not 0) holds the 6 attention words (`_ATTN`) to copy in."""
+  its own; `extra` is the address of the 6 attention words (`_ATTN`) to copy in (mode
+  4) or of the bool rows-to-keep mask `[M]` (modes 5, 6; 0 keeps all)."""
   mb = _mailbox_address()
   owner = atomic_cas(mb, 0, 1)
   job_addr = mb + 8 * _MB_JOB if owner else malloc(8 * _JOB)
   if not owner:
     words(job_addr, _JOB)[1] = 0
-  if extra != 0:
+  if mode == 4:
     words(job_addr + 8 * _ATTN, 6)[:] = words(extra, 6)
+  words(job_addr, 1)[0] = extra if mode == 5 or mode == 6 else 0
   _run_job(api, ctx, job_addr, mb if owner else 0, x, w, y, M, N, K, mode)
   if owner:
     atomic_store(mb, 0)

@@ -1,6 +1,7 @@
 """Low-level pieces for numba-compiled XLA FFI handlers (`_cpu_kernel`): LLVM
-intrinsics (pointers, atomics, C calls, a monotonic clock, JIT symbols) and readers
-of XLA's FFI call frame.
+intrinsics (pointers, atomics, C calls, a monotonic clock, JIT symbols), readers of
+XLA's FFI call frame, and the row buffers of the GEMM jobs (rows rounded to bf16,
+padded to whole blocks, or only the kept ones gathered and scattered back).
 
 The handlers read XLA's FFI call frame as plain 64-bit words. The layout is XLA's
 stable C ABI (`jaxlib/include/xla/ffi/api/c_api.h`, unchanged from API 0.3 to 0.5):
@@ -255,3 +256,78 @@ def answer_metadata(frame):
       return True
     ext = e[2]
   return False
+
+
+@nb.njit(fastmath=True, cache=True)
+def rows_to_bf16(x, M, K, block):
+  """A new buffer (free it) of the float32 `x [M, K]` rounded to bf16 bits, with zero
+  rows added up to a whole number of row blocks of `block` rows; returns (address,
+  padded rows)."""
+  Mp = (M + block - 1) // block * block
+  xb = malloc(2 * Mp * K)
+  src = nb.carray(ptr(x), (M * K,), np.float32)
+  dst = nb.carray(ptr(xb), (Mp * K,), np.uint16)
+  for i in range(M * K):
+    dst[i] = to_bf16(src[i])
+  for i in range(M * K, Mp * K):
+    dst[i] = 0
+  return xb, Mp
+
+
+@nb.njit(cache=True)
+def pad_rows(x, M, K, block):
+  """The bf16 bits `x [M, K]` with zero rows added up to whole row blocks of `block`
+  rows: `x` itself when it has them, else a new buffer (free it); returns (address,
+  padded rows)."""
+  Mp = (M + block - 1) // block * block
+  if Mp == M:
+    return x, Mp
+  xb = malloc(2 * Mp * K)
+  dst = nb.carray(ptr(xb), (Mp * K,), np.uint16)
+  dst[:M * K] = nb.carray(ptr(x), (M * K,), np.uint16)
+  dst[M * K:] = 0
+  return xb, Mp
+
+
+@nb.njit(cache=True)
+def gather_rows(x, M, K, block, keep, scratch, room):
+  """The rows of the bf16 bits `x [M, K]` where the bool `keep [M]` is set, in order,
+  with zero rows up to whole row blocks of `block` rows (one block at least), in
+  `scratch` when it is not 0 and they fit in its `room` bytes, else in a new buffer
+  (free it); returns (address, padded rows). Why the scratch: a fresh buffer per
+  product of a prefill is page-faulted anew each time (~1.6 us a page here)."""
+  kept = nb.carray(ptr(keep), (M,), np.uint8)
+  n = 0
+  for i in range(M):
+    n += kept[i] != 0
+  Mp = max(1, (n + block - 1) // block) * block
+  xb = scratch if scratch != 0 and 2 * Mp * K <= room else malloc(2 * Mp * K)
+  src = nb.carray(ptr(x), (M, K), np.uint16)
+  dst = nb.carray(ptr(xb), (Mp, K), np.uint16)
+  r = 0
+  for i in range(M):
+    if kept[i] != 0:
+      dst[r, :] = src[i]
+      r += 1
+  dst[r:, :] = 0
+  return xb, Mp
+
+
+@nb.njit(cache=True)
+def expand_rows(src, y, M, N, keep, n0, n1):
+  """Columns [n0, n1) of float32 `y [M, N]` from the products of `gather_rows`' rows at
+  `src` (rows of N; `y` itself allowed): each at its row where the bool `keep [M]` is
+  set, 0 in the others. From the last row back, so that in place no row is
+  overwritten before it moves (a kept row never moves up)."""
+  kept = nb.carray(ptr(keep), (M,), np.uint8)
+  r = -1
+  for i in range(M):
+    r += kept[i] != 0
+  for i in range(M - 1, -1, -1):
+    dst = nb.carray(ptr(y + 4 * (i * N + n0)), (n1 - n0,), np.float32)
+    if kept[i] != 0:
+      if src + 4 * r * N != y + 4 * i * N:
+        dst[:] = nb.carray(ptr(src + 4 * (r * N + n0)), (n1 - n0,), np.float32)
+      r -= 1
+    else:
+      dst[:] = 0

@@ -140,11 +140,13 @@ def _packed_layer(p: Params, packed: Params, in_place: Params, l: jax.Array) -> 
 
 
 def _project(x: jax.Array, p: Params, name: str, n_in: int = 1,
-             b: jax.Array | None = None, f32: bool = False) -> jax.Array:
+             b: jax.Array | None = None, f32: bool = False,
+             keep: jax.Array | None = None) -> jax.Array:
   """`dense(x, p[name], n_in, b)`, or with the weight stored transposed as a matrix
   `p[name + "_t"]` `[out, in]` (`decode_params(..., layout="fused_t")`) the same
   product from it, flattened to `[..., out]`; by `cpu_matvec` when the weight is an
-  `_InStack` (in float32 as the kernel returns it with `f32`)."""
+  `_InStack` (in float32 as the kernel returns it with `f32`; a packed one multiplies
+  only the rows of x where the flat bool `keep` is True, the others are 0)."""
   transposed = name + "_t" in p
   w = p[name + "_t"] if transposed else p[name]
   if not isinstance(w, _InStack):
@@ -156,7 +158,7 @@ def _project(x: jax.Array, p: Params, name: str, n_in: int = 1,
   if transposed:
     y = cpu_kernel.matvec_t(x_MK, w.stack, w.layer).reshape(*lead, -1)
   elif w.out:  # packed
-    y = cpu_kernel.matvec(x_MK, w.stack, w.layer).reshape(*lead, *w.out)
+    y = cpu_kernel.matvec(x_MK, w.stack, w.layer, keep).reshape(*lead, *w.out)
   else:
     stack = w.stack.reshape(w.stack.shape[0], x_MK.shape[1], -1)
     out = w.stack.shape[1 + n_in:]
@@ -176,26 +178,27 @@ def _split_heads(qkv_BTX: jax.Array, cfg: ModelConfig):
           v.reshape(B, T, cfg.n_kv_heads, cfg.head_dim))
 
 
-def _mlp(x_BTD: jax.Array, p: Params, cfg: ModelConfig) -> jax.Array:
+def _mlp(x_BTD: jax.Array, p: Params, cfg: ModelConfig,
+         keep: jax.Array | None = None) -> jax.Array:
   names = ("w_gate", "w_up") if "w_gate" in p else ("w_gate_up",)
   if (cfg.activation == "silu" and x_BTD.dtype == jnp.bfloat16
       and all(isinstance(p.get(n), _InStack) for n in names)):
     # The kernel's products: silu(gate) * up in the kernel too (XLA:CPU ran it on one
     # thread, `cpu_matvec.silu_mul`), from the float32 products it rounds to bf16.
-    parts = [_project(x_BTD, p, n, f32=True) for n in names]
+    parts = [_project(x_BTD, p, n, f32=True, keep=keep) for n in names]
     lead = parts[0].shape[:-1]
     act = cpu_kernel.silu_mul(*(y.reshape(-1, y.shape[-1]) for y in parts))
-    return _project(act.reshape(*lead, -1), p, "w_down")
+    return _project(act.reshape(*lead, -1), p, "w_down", keep=keep)
   if "w_gate" not in p:  # gate/up fused by `decode_params`
-    gate, up = jnp.split(_project(x_BTD, p, "w_gate_up"), 2, axis=-1)
+    gate, up = jnp.split(_project(x_BTD, p, "w_gate_up", keep=keep), 2, axis=-1)
   else:
-    gate = _project(x_BTD, p, "w_gate")
-    up = _project(x_BTD, p, "w_up")
+    gate = _project(x_BTD, p, "w_gate", keep=keep)
+    up = _project(x_BTD, p, "w_up", keep=keep)
   if cfg.activation == "silu":
     act = jax.nn.silu(gate.astype(F32))
   else:
     act = jax.nn.gelu(gate.astype(F32), approximate=True)
-  return _project((act * up.astype(F32)).astype(x_BTD.dtype), p, "w_down")
+  return _project((act * up.astype(F32)).astype(x_BTD.dtype), p, "w_down", keep=keep)
 
 
 def _masks(q_pos_BT: jax.Array, k_pos_BS: jax.Array, cfg: ModelConfig):
@@ -278,8 +281,9 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
   mask_g, mask_l = _masks(positions_BT, k_pos_BS, cfg)
   flags_L = jnp.asarray(cfg.local_flags)
   # One-token kernel steps of a model with Llama's norms and separate q/k/v run the
-  # norms, residual adds and RoPE in `cpu_matvec` too (set with the cache below).
-  glue = False
+  # norms, residual adds and RoPE in `cpu_matvec` too; a packed prefill multiplies
+  # only its real tokens' rows, flat `keep` (both set with the cache below).
+  glue, keep = False, None
 
   def block(h_BTD, p, is_local, kv_fn):
     """One layer; `kv_fn(k_BTKH, v_BTKH) -> (keys, values)` `[B, K, S, H]` attends
@@ -307,11 +311,10 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       else:
         x = rms_norm(h_BTD, p["attn_norm"], cfg)
         if "wq" not in p:  # q/k/v fused by `decode_params`
-          q, k, v = _split_heads(_project(x, p, "wqkv", 1, p.get("bqkv")), cfg)
+          q, k, v = _split_heads(_project(x, p, "wqkv", 1, p.get("bqkv"), keep=keep), cfg)
         else:
-          q = _project(x, p, "wq", 1, p.get("bq"))
-          k = _project(x, p, "wk", 1, p.get("bk"))
-          v = _project(x, p, "wv", 1, p.get("bv"))
+          q, k, v = (_project(x, p, n, 1, p.get(b), keep=keep)
+                     for n, b in (("wq", "bq"), ("wk", "bk"), ("wv", "bv")))
         if cfg.qk_norm:
           q = rms_norm(q, p["q_norm"], cfg)
           k = rms_norm(k, p["k_norm"], cfg)
@@ -327,7 +330,7 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       else:
         o = attention(q, k.astype(dtype), v.astype(dtype), mask, cfg,
                       by_sums=sum_attention)
-      o = _project(o, p, "wo", 2, f32=glue)
+      o = _project(o, p, "wo", 2, f32=glue, keep=keep)
       if glue:
         h_BTD, x = cpu_kernel.rms_norm(h_BTD.reshape(B, D), p["mlp_norm"], cfg.norm_eps,
                                        o.reshape(B, D))
@@ -338,7 +341,7 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
         h_BTD = h_BTD + o
         x = rms_norm(h_BTD, p["mlp_norm"], cfg)
     with jax.named_scope("mlp"):
-      y = _mlp(x, p, cfg)
+      y = _mlp(x, p, cfg, keep)
       if cfg.post_norms:
         y = rms_norm(y, p["post_mlp_norm"], cfg)
       return h_BTD + y
@@ -372,6 +375,11 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
                         and cpu_kernel.attention_fits(cfg.head_dim, cache.length))
     glue = (kernel_attention and not cfg.qk_norm and not cfg.post_norms
             and cfg.norm_offset == 0 and dtype == jnp.bfloat16 and "wq" in layers)
+    if kernel_rows and packed and tokens_BT.shape[1] > 1:
+      # Nothing reads a padding token's products (its keys and values sit in slots
+      # masked by position -1), so the packed kernel skips those rows: 125 of 512 in
+      # the SmolLM2-135M benchmark's prefill, bit for bit the same real rows.
+      keep = positions_BT.reshape(-1) >= 0
     if in_place_ok and isinstance(layers, dict):
       # The scan would slice each layer's matrix out of its stack: a copy per step,
       # and for a bf16 stack XLA:CPU's conversion of the whole stack to float32 before

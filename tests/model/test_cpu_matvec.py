@@ -269,6 +269,30 @@ def test_packed_products_equal_the_stacks_bit_for_bit(m, k, n):
 
 
 @needs_gemm
+@pytest.mark.parametrize("m", [5, 40, 512])
+def test_packed_product_of_kept_rows_only(m):
+  """With `keep_M`, the kept rows are the full product's bit for bit (gathered into
+  whole row blocks, multiplied, scattered back) and the others exactly 0; none kept
+  gives all zeros."""
+  rng = np.random.default_rng(m)
+  w = jnp.asarray(_bf16_bits(rng, (2, 64, 96))).view(jnp.bfloat16)
+  wp = cpu_matvec.pack(w)
+  x = jnp.asarray(_bf16_bits(rng, (m, 64))).view(jnp.bfloat16)
+  keep = rng.random(m) < 0.6
+  full = np.asarray(jax.jit(cpu_matvec.matvec)(x, wp, jnp.int32(1)))
+  got = np.asarray(jax.jit(cpu_matvec.matvec)(x, wp, jnp.int32(1), jnp.asarray(keep)))
+  np.testing.assert_array_equal(got[keep], full[keep])
+  np.testing.assert_array_equal(got[~keep], 0.0)
+  assert np.abs(full[~keep]).min() > 0 or not (~keep).any()
+  none = cpu_matvec.matvec(x, wp, 1, jnp.zeros(m, bool))
+  np.testing.assert_array_equal(np.asarray(none), 0.0)
+  with pytest.raises(ValueError, match="keep_M"):
+    cpu_matvec.matvec(x, wp, 1, jnp.ones(m + 1, bool))
+  with pytest.raises(ValueError, match="keep_M"):
+    cpu_matvec.matvec(x, w, 1, jnp.ones(m, bool))  # not packed
+
+
+@needs_gemm
 def test_pack_bad_input_names_the_problem():
   w = jnp.zeros((2, 64, 48), jnp.bfloat16)
   for bad in (jnp.zeros((2, 64, 40), jnp.bfloat16), jnp.zeros((2, 63, 48), jnp.bfloat16),
@@ -432,7 +456,8 @@ def test_kernel_decode_at_batch_4_matches_xla(monkeypatch, packed, cfg):
   up to 4.5; the bound is 1e-3); a wrong layer, mask or position moves them by ~1.
   With the weights also packed (`decode_params(packed=True)`), every product and the
   head read the packed forms (q/k/v and gate/up packed as one matrix each), and the
-  hidden states are the stacks' bit for bit, prefill and step. For Llama's form the step's norms and RoPE (of
+  real tokens' hidden states are the stacks' bit for bit, prefill and step (the
+  packed prefill skips the padding tokens' rows). For Llama's form the step's norms and RoPE (of
   the fused q/k/v when packed) and every SiLU run in the kernels."""
   WIDE = cfg  # noqa: N806 (the name the body was written for)
   raw = _params(WIDE.replace(dtype="float32"))
@@ -472,7 +497,9 @@ def test_kernel_decode_at_batch_4_matches_xla(monkeypatch, packed, cfg):
                         rjm.init_cache(WIDE, batch=4, length=8), cpu_matvec=True)
       b, _ = hidden(p, tokens[:, 5:], pos[:, 5:], WIDE, cache, cpu_matvec=True)
       h.append(np.concatenate([np.asarray(a), np.asarray(b)], 1))
-    np.testing.assert_array_equal(h[0], h[1])
+    # The packed prefill skips padding tokens' rows (their products come out 0).
+    np.testing.assert_array_equal(h[0][np.asarray(pos >= 0)], h[1][np.asarray(pos >= 0)])
+    assert (h[0][np.asarray(pos < 0)] != h[1][np.asarray(pos < 0)]).any()
   want = run(rjm.decode_params(raw, WIDE), False)
   real = pos >= 0  # padding queries attend to nothing real: their logits are noise
   err = np.abs(got - want)[np.asarray(real)]
