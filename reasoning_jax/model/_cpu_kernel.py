@@ -116,7 +116,8 @@ def _exp_nonpositive(x):
 def attend_tasks(q_addr, k_addr, v_addr, out_addr, mask_addr, B, KH, H, S, G, scale,
                  cap, t0, t1):
   """Decode attention for tasks [t0, t1) of (row b, kv head), for q and out `[B, KH *
-  G, H]` float32, the layer's keys and values `[B, KH, S, H]` bf16 bits and the mask
+  G, H]` float32 (bf16 bits when G has bit 32 set: no conversions around the call, and
+  out rounded here as the model rounds it), the layer's keys and values `[B, KH, S, H]` bf16 bits and the mask
   `[B, S]` bool: the scores of the kv head's G query heads against every slot (the nk
   kernel, the keys read in place), a float32 softmax over the unmasked slots (scaled,
   soft-capped when `cap` > 0; masked slots weigh exactly 0, a row with none left is
@@ -125,6 +126,7 @@ def attend_tasks(q_addr, k_addr, v_addr, out_addr, mask_addr, B, KH, H, S, G, sc
   another order. Slots after a row's last unmasked one (the unwritten rest of the
   cache) are not read: they would weigh exactly 0."""
   gemm = words(gemm_address(), 5)
+  io16, G = G >> 32, G & 0xFFFFFFFF
   Gq = (G + NK_ROWS - 1) // NK_ROWS * NK_ROWS
   Gp = (G + KN_SMALL_ROWS - 1) // KN_SMALL_ROWS * KN_SMALL_ROWS
   a_xq = malloc(2 * Gq * H + 4 * Gq * S + 2 * Gp * S + 4 * Gp * H)
@@ -137,13 +139,15 @@ def attend_tasks(q_addr, k_addr, v_addr, out_addr, mask_addr, B, KH, H, S, G, sc
   xq[:, :] = 0
   q = nb.carray(ptr(q_addr), (B, KH * G, H), np.float32)
   out = nb.carray(ptr(out_addr), (B, KH * G, H), np.float32)
+  q16 = nb.carray(ptr(q_addr), (B, KH * G, H), np.uint16)
+  out16 = nb.carray(ptr(out_addr), (B, KH * G, H), np.uint16)
   mask = nb.carray(ptr(mask_addr), (B, S), np.uint8)
   uniform = to_bf16(np.float32(1.0) / np.float32(S))
   for t in range(t0, t1):
     b, kh = t // KH, t % KH
     for g in range(G):
       for h in range(H):
-        xq[g, h] = to_bf16(q[b, kh * G + g, h])
+        xq[g, h] = q16[b, kh * G + g, h] if io16 else to_bf16(q[b, kh * G + g, h])
     last = -1
     for s in range(S):
       last = s if mask[b, s] != 0 else last
@@ -178,7 +182,11 @@ def attend_tasks(q_addr, k_addr, v_addr, out_addr, mask_addr, B, KH, H, S, G, sc
         pb[g, s] = to_bf16(sc[g, s] / total)
     call_gemm(gemm[4], a_ob, a_pb, v_addr + at, Se, H, H, 0, H, Gp // KN_SMALL_ROWS)
     for g in range(G):
-      out[b, kh * G + g, :] = ob[g, :]
+      for h in range(H):
+        if io16:
+          out16[b, kh * G + g, h] = to_bf16(ob[g, h])
+        else:
+          out[b, kh * G + g, h] = ob[g, h]
   free(a_xq)
 
 
@@ -506,8 +514,8 @@ def handler_t(call_frame):
 
 @nb.njit(cache=True)
 def _attention(call_frame):
-  """The body of `handler_attention`: out [B, N, H] float32 = decode attention of q
-  [B, N, H] float32 over layer `layer` of the key and value stacks [L, B, K, S, H]
+  """The body of `handler_attention`: out [B, N, H] = decode attention of q [B, N, H]
+  (both float32, or both bf16) over layer `layer` of the key and value stacks [L, B, K, S, H]
   (bf16 bits), with mask [B, S] (bool) and knobs [2] float32 (scale, soft cap; cap 0
   for none); see `attend_tasks`."""
   frame = nb.carray(call_frame, (15,), np.int64)
@@ -523,7 +531,9 @@ def _attention(call_frame):
   layer = min(max(nb.carray(ptr(bl[3]), (1,), np.int32)[0], 0), L - 1)
   knobs = nb.carray(ptr(bs[3]), (2,), np.float32)
   extra = np.zeros(6, np.int64)
-  extra[0], extra[1], extra[2], extra[3] = bv[3] + 2 * layer * B * KH * S * H, bm[3], S, N // KH
+  io16 = 1 if bq[2] == 16 else 0  # XLA_FFI_DataType BF16: q and out as bf16 bits
+  extra[0], extra[1], extra[2] = bv[3] + 2 * layer * B * KH * S * H, bm[3], S
+  extra[3] = N // KH | io16 << 32
   f = extra[4:].view(np.float64)
   f[0], f[1] = knobs[0], knobs[1]
   _dispatch(api, ctx, bq[3], bk[3] + 2 * layer * B * KH * S * H, words(rets[0], 6)[3],

@@ -162,10 +162,13 @@ def attend(q_BNH: jax.Array, k_LBKSH: jax.Array, v_LBKSH: jax.Array,
            layer: jax.Array | int, mask_BS: jax.Array, scale: float,
            softcap: float = 0.0) -> jax.Array:
   """One query token's grouped-query attention over layer `layer` of a bf16 KV cache,
-  read in place: float32 `[B, N, H]`.
+  read in place: float32 `[B, N, H]`, or bf16 for bf16 queries.
 
   Args:
-    q_BNH: queries (any float dtype; rounded to bf16, exact for a bf16 model's).
+    q_BNH: queries (any float dtype; rounded to bf16, exact for a bf16 model's). bf16
+      queries go in as they are and the result comes out rounded to bf16 (as the
+      model rounds it), with no conversion ops around the call (two XLA:CPU fusions,
+      ~7 us of each 16-row SmolLM2-135M layer, docs/benchmarks.md).
     k_LBKSH, v_LBKSH: the cache's key and value stacks, bf16 or its bits (uint16);
       the layer's slices are read where they are (XLA:CPU copied both out of the
       stack for its dots, ~2 MB a layer at 16 rows of 160 slots, docs/benchmarks.md).
@@ -174,9 +177,10 @@ def attend(q_BNH: jax.Array, k_LBKSH: jax.Array, v_LBKSH: jax.Array,
     scale, softcap: the score scale and the tanh soft cap (0 for none).
 
   Returns:
-    `[B, N, H]` float32: `attention.attention`'s values (float32 softmax of the
-    scaled, capped, masked scores, probabilities rounded to bf16, float32 sums of the
-    values), summed in another order. CPU only, where `attention_fits`.
+    `[B, N, H]` float32 (bf16 for bf16 q): `attention.attention`'s values (float32
+    softmax of the scaled, capped, masked scores, probabilities rounded to bf16,
+    float32 sums of the values), summed in another order. CPU only, where
+    `attention_fits`.
   """
   B, N, H = q_BNH.shape
   L, Bk, K, S, Hk = k_LBKSH.shape
@@ -187,9 +191,10 @@ def attend(q_BNH: jax.Array, k_LBKSH: jax.Array, v_LBKSH: jax.Array,
                      "attention_fits is False here)")
   if k_LBKSH.dtype not in (jnp.bfloat16, jnp.uint16) or v_LBKSH.dtype != k_LBKSH.dtype:
     raise ValueError(f"attend: the cache must be bf16 (or its bits), got {k_LBKSH.dtype}")
-  call = jax.ffi.ffi_call(ATTENTION_TARGET, jax.ShapeDtypeStruct((B, N, H), jnp.float32))
+  io = jnp.bfloat16 if q_BNH.dtype == jnp.bfloat16 else jnp.float32
+  call = jax.ffi.ffi_call(ATTENTION_TARGET, jax.ShapeDtypeStruct((B, N, H), io))
   knobs = jnp.asarray([scale, softcap], jnp.float32)
-  return call(q_BNH.astype(jnp.float32), k_LBKSH, v_LBKSH, jnp.asarray(layer, jnp.int32),
+  return call(q_BNH.astype(io), k_LBKSH, v_LBKSH, jnp.asarray(layer, jnp.int32),
               mask_BS.astype(jnp.bool_), knobs)
 
 

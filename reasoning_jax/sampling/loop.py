@@ -84,9 +84,8 @@ def choose(s: DecodeState, logits_RV: jax.Array, rows: RowInfo, k: Knobs, *,
   b = k.budget
   E = s.window_RE.shape[1]
   active = ~s.done_R
-  step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(rows.keys_R, t)
-  sampled, sampled_lp = processors.sample(step_keys, logits_RV, k.temperature, k.top_k,
-                                          k.top_p)
+  sampled, sampled_lp = processors.sample(rows.keys_R, logits_RV, k.temperature, k.top_k,
+                                          k.top_p, step=t)
   # A thinking row whose budget is spent starts forcing the end sequence now.
   start_force = (s.phase_R == bud.THINK) & (s.think_count_R >= b.think_tokens)
   phase = jnp.where(start_force, bud.FORCE, s.phase_R)

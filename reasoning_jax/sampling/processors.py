@@ -80,8 +80,8 @@ def draw(keys_B, logits_BV: jax.Array) -> tuple[jax.Array, jax.Array]:
   return tok_B, logp_B
 
 
-def sample(keys_B, logits_BV: jax.Array, temperature, top_k, top_p
-           ) -> tuple[jax.Array, jax.Array]:
+def sample(keys_B, logits_BV: jax.Array, temperature, top_k, top_p, *,
+           step=None) -> tuple[jax.Array, jax.Array]:
   """Draw one token per row; return `(tokens_B int32, logprobs_B float32)`.
 
   `logprobs_B` is the log-probability of each drawn token under the distribution it
@@ -92,6 +92,9 @@ def sample(keys_B, logits_BV: jax.Array, temperature, top_k, top_p
     logits_BV: the model's logits.
     temperature: traced scalar; <= 0 means greedy (argmax, first id on ties).
     top_k, top_p: traced scalars (see `vocab.truncate`).
+    step: optional traced int; the keys used are then `fold_in(keys_B[i], step)`,
+      derived only when sampling (a greedy decode step skipped ~70 us of threefry at
+      16 rows on a 2-core CPU, docs/benchmarks.md).
   """
   logits_BV = logits_BV.astype(F32)
   temperature = jnp.asarray(temperature, F32)
@@ -102,17 +105,19 @@ def sample(keys_B, logits_BV: jax.Array, temperature, top_k, top_p
     tok_B = vocab.argmax(logits_BV)
     return tok_B, jnp.zeros(tok_B.shape, F32)
 
-  def plain(scaled_BV):
+  def plain(scaled_BV, keys_B):
     return draw(keys_B, scaled_BV)
 
-  def truncated(scaled_BV):
+  def truncated(scaled_BV, keys_B):
     return draw(keys_B, vocab.truncate(scaled_BV, top_k, top_p))
 
   def stochastic(_):
+    keys = keys_B if step is None else jax.vmap(jax.random.fold_in, in_axes=(0, None))(
+        keys_B, step)
     # The max(.., tiny) keeps the untaken greedy branch free of a division by zero.
     scaled_BV = apply_temperature(logits_BV, jnp.maximum(temperature, 1e-6))
     truncate = (top_k > 0) | (top_p < 1.0)
-    return lax.cond(truncate, truncated, plain, scaled_BV)
+    return lax.cond(truncate, truncated, plain, scaled_BV, keys)
 
   return lax.cond(temperature <= 0.0, greedy, stochastic, None)
 

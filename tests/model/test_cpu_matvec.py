@@ -412,9 +412,9 @@ def test_attend_equals_float64_attention(cap):
   mask[1, 6:] = [True] + [False] * (S - 7)
   k, v = k.copy(), v.copy()
   k[1, 1, :, 8:] = v[1, 1, :, 8:] = 0x7FC0
-  out = cpu_matvec.attend(jnp.asarray(q).view(jnp.bfloat16), jnp.asarray(k),
-                          jnp.asarray(v), jnp.int32(5), mask, scale,
-                          cap)  # layer 5 is clamped to the last, 1
+  q16 = jnp.asarray(q).view(jnp.bfloat16)
+  out = cpu_matvec.attend(q16.astype(jnp.float32), jnp.asarray(k), jnp.asarray(v),
+                          jnp.int32(5), mask, scale, cap)  # layer 5 is clamped to 1
   qf, kf, vf = (_as_f64(q).reshape(B, K, G, H), np.nan_to_num(_as_f64(k[1])),
                 np.nan_to_num(_as_f64(v[1])))
   s = np.einsum("bkgh,bksh->bkgs", qf, kf) * scale
@@ -432,6 +432,12 @@ def test_attend_equals_float64_attention(cap):
   uniform = float(jnp.asarray(1 / S, jnp.bfloat16))  # 1/12 rounded to bf16, as XLA's
   np.testing.assert_allclose(got[2], uniform * vf[2].sum(1).repeat(G, 0), rtol=0,
                              atol=1e-6)
+  # bf16 queries: the same sums, rounded to bf16 in the kernel (no conversion ops).
+  out16 = jax.jit(cpu_matvec.attend, static_argnums=(5, 6))(
+      q16, jnp.asarray(k), jnp.asarray(v), jnp.int32(5), mask, scale, cap)
+  assert out16.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.asarray(out16).view(np.uint16),
+                                np.asarray(out.astype(jnp.bfloat16)).view(np.uint16))
   with pytest.raises(ValueError, match="do not fit"):
     cpu_matvec.attend(jnp.asarray(q[:, :5]).view(jnp.bfloat16), jnp.asarray(k),
                       jnp.asarray(v), 0, mask, scale)
