@@ -179,7 +179,7 @@ def _split_heads(qkv_BTX: jax.Array, cfg: ModelConfig):
 
 
 def _mlp(x_BTD: jax.Array, p: Params, cfg: ModelConfig,
-         keep: jax.Array | None = None) -> jax.Array:
+         keep: jax.Array | None = None, f32: bool = False) -> jax.Array:
   names = ("w_gate", "w_up") if "w_gate" in p else ("w_gate_up",)
   if (cfg.activation == "silu" and x_BTD.dtype == jnp.bfloat16
       and all(isinstance(p.get(n), _InStack) for n in names)):
@@ -188,7 +188,7 @@ def _mlp(x_BTD: jax.Array, p: Params, cfg: ModelConfig,
     parts = [_project(x_BTD, p, n, f32=True, keep=keep) for n in names]
     lead = parts[0].shape[:-1]
     act = cpu_kernel.silu_mul(*(y.reshape(-1, y.shape[-1]) for y in parts))
-    return _project(act.reshape(*lead, -1), p, "w_down", keep=keep)
+    return _project(act.reshape(*lead, -1), p, "w_down", keep=keep, f32=f32)
   if "w_gate" not in p:  # gate/up fused by `decode_params`
     gate, up = jnp.split(_project(x_BTD, p, "w_gate_up", keep=keep), 2, axis=-1)
   else:
@@ -288,7 +288,11 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
   def block(h_BTD, p, is_local, kv_fn):
     """One layer; `kv_fn(k_BTKH, v_BTKH) -> (keys, values)` `[B, K, S, H]` attends
     within the tokens (no cache) or writes them into the cache and returns the layer's
-    cached keys/values."""
+    cached keys/values. With `glue`, `h_BTD` is `(h, y)`: the previous layer's MLP
+    output y (float32) is added by this layer's norm kernel, and the layer returns
+    `(h, its y)` (XLA ran the add as a fusion with a layout change, ~6 us a layer)."""
+    if glue:
+      h_BTD, pending = h_BTD
     B, _, D = h_BTD.shape
     with jax.named_scope("attention"):
       if cfg.local_rope:
@@ -297,8 +301,8 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       else:
         cos, sin = cos_g, sin_g
       if glue:
-        x = cpu_kernel.rms_norm(h_BTD.reshape(B, D), p["attn_norm"], cfg.norm_eps)
-        x = x.reshape(B, 1, D)
+        h_BTD, x = (a.reshape(B, 1, D) for a in cpu_kernel.rms_norm(
+            h_BTD.reshape(B, D), p["attn_norm"], cfg.norm_eps, pending.reshape(B, D)))
         if "wqkv" in p:  # packed as one (`decode_params(packed=True)`)
           qkv = _project(x, p, "wqkv", 1, p.get("bqkv"), f32=True)[:, 0]
           q, k, v = (y[:, None] for y in cpu_kernel.rope_qkv(
@@ -341,10 +345,10 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
         h_BTD = h_BTD + o
         x = rms_norm(h_BTD, p["mlp_norm"], cfg)
     with jax.named_scope("mlp"):
-      y = _mlp(x, p, cfg, keep)
+      y = _mlp(x, p, cfg, keep, f32=glue)
       if cfg.post_norms:
         y = rms_norm(y, p["post_mlp_norm"], cfg)
-      return h_BTD + y
+      return (h_BTD, y) if glue else h_BTD + y
 
   if cache is None:
     if isinstance(params["layers"], (list, tuple)):
@@ -412,13 +416,22 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       h_BTD = block(h_BTD, p, is_local, write)
       return (h_BTD, new["k"], new["v"], l + 1), None
 
-    carry = (h, cache.k_LBKSH, cache.v_LBKSH, jnp.zeros((), jnp.int32))
+    # With `glue` the first layer's norm adds a zero MLP output (exact).
+    h0 = (h, jnp.zeros(h.shape, F32)) if glue else h
+    carry = (h0, cache.k_LBKSH, cache.v_LBKSH, jnp.zeros((), jnp.int32))
     if isinstance(params["layers"], (list, tuple)):  # `decode_params(unstack=True)`
       for i, p in enumerate(params["layers"]):
         carry, _ = layer(carry, (p, flags_L[i]))
     else:
       carry, _ = lax.scan(layer, carry, (layers, flags_L))
     h, k_all, v_all, _ = carry
+    if glue:
+      # The last layer's MLP output, added (rounded to bf16) by the norm kernel: an XLA
+      # add fused into the final norm below kept the sum in float32 (excess precision)
+      # and changed greedy tokens. Its norm here is unused (~3 us).
+      (B, T, D), (h, y) = h[0].shape, h
+      h = cpu_kernel.rms_norm(h.reshape(B, D), params["final_norm"], cfg.norm_eps,
+                              y.reshape(B, D))[0].reshape(B, T, D)
     cache = KVCache(k_LBKSH=k_all, v_LBKSH=v_all, pos_BS=k_pos_BS,
                     index=cache.index + tokens_BT.shape[1])
   h = rms_norm(h, params["final_norm"], cfg)

@@ -490,9 +490,10 @@ def test_kernel_decode_at_batch_4_matches_xla(monkeypatch, packed, cfg):
   got = run(params, True)
   # Traced once each: the prefill's and the step's 7 layer products (packed: 4, and
   # their heads), the step's attention (the prefill's 5 tokens attend in XLA).
-  llama = cfg is LLAMA_WIDE  # norms 2 and RoPE 2 (packed: 1 fused) in the step's
-  # layer; SiLU 1 + 1
-  assert calls == {"attend": 1, "matvec": 10 if packed else 14, "rms_norm": 2 * llama,
+  # Llama: the step's layer has 2 norms (each adding a residual; the last layer's MLP
+  # output is added by one more after the loop) and RoPE 2 (packed: 1 fused); SiLU 1+1.
+  llama = cfg is LLAMA_WIDE
+  assert calls == {"attend": 1, "matvec": 10 if packed else 14, "rms_norm": 3 * llama,
                    "rope": 2 * llama * (not packed), "rope_qkv": llama * packed,
                    "silu_mul": 2 * llama}
   if packed:  # the hidden states (the heads sum in other orders), prefill and step
