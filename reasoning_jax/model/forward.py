@@ -288,11 +288,13 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
   def block(h_BTD, p, is_local, kv_fn):
     """One layer; `kv_fn(k_BTKH, v_BTKH) -> (keys, values)` `[B, K, S, H]` attends
     within the tokens (no cache) or writes them into the cache and returns the layer's
-    cached keys/values. With `glue`, `h_BTD` is `(h, y)`: the previous layer's MLP
-    output y (float32) is added by this layer's norm kernel, and the layer returns
-    `(h, its y)` (XLA ran the add as a fusion with a layout change, ~6 us a layer)."""
-    if glue:
+    cached keys/values. With `glue`, `h_BTD` is `(h, y)`, both `[B, D]`: the previous
+    layer's MLP output y (float32) is added by this layer's norm kernel, and the layer
+    returns `(h, its y)` (XLA ran the add as a fusion with a layout change, ~6 us a
+    layer)."""
+    if glue:  # carried 2-D: a [B, 1, D] carry took a layout copy per layer
       h_BTD, pending = h_BTD
+      h_BTD = h_BTD.reshape(h_BTD.shape[0], 1, -1)
     B, _, D = h_BTD.shape
     with jax.named_scope("attention"):
       if cfg.local_rope:
@@ -348,7 +350,7 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       y = _mlp(x, p, cfg, keep, f32=glue)
       if cfg.post_norms:
         y = rms_norm(y, p["post_mlp_norm"], cfg)
-      return (h_BTD, y) if glue else h_BTD + y
+      return (h_BTD.reshape(B, D), y.reshape(B, D)) if glue else h_BTD + y
 
   if cache is None:
     if isinstance(params["layers"], (list, tuple)):
@@ -417,7 +419,8 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       return (h_BTD, new["k"], new["v"], l + 1), None
 
     # With `glue` the first layer's norm adds a zero MLP output (exact).
-    h0 = (h, jnp.zeros(h.shape, F32)) if glue else h
+    B, _, D = h.shape
+    h0 = (h.reshape(B, D), jnp.zeros((B, D), F32)) if glue else h
     carry = (h0, cache.k_LBKSH, cache.v_LBKSH, jnp.zeros((), jnp.int32))
     if isinstance(params["layers"], (list, tuple)):  # `decode_params(unstack=True)`
       for i, p in enumerate(params["layers"]):
@@ -429,9 +432,8 @@ def forward_hidden(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
       # The last layer's MLP output, added (rounded to bf16) by the norm kernel: an XLA
       # add fused into the final norm below kept the sum in float32 (excess precision)
       # and changed greedy tokens. Its norm here is unused (~3 us).
-      (B, T, D), (h, y) = h[0].shape, h
-      h = cpu_kernel.rms_norm(h.reshape(B, D), params["final_norm"], cfg.norm_eps,
-                              y.reshape(B, D))[0].reshape(B, T, D)
+      h = cpu_kernel.rms_norm(h[0], params["final_norm"], cfg.norm_eps, h[1])[0]
+      h = h.reshape(h.shape[0], 1, -1)
     cache = KVCache(k_LBKSH=k_all, v_LBKSH=v_all, pos_BS=k_pos_BS,
                     index=cache.index + tokens_BT.shape[1])
   h = rms_norm(h, params["final_norm"], cfg)
