@@ -47,19 +47,19 @@ CHUNK_BYTES = 1 << 22
 # How long an idle helper polls for the next job before it returns to the pool.
 SPIN_NS = 500_000
 
-# The job record, int64 words: 0 the rows-to-keep mask (modes 5, 6; 0: all), 1 `generation << 32 | next chunk` (`_CLOSED`
-# as the chunk once the caller stops), 2 chunks done, 3 chunks, 4 rows of w (modes 0,
-# 1) or column units (2, 3) per chunk, 5 x, 6 w (the layer's matrix), 7 y (padded to
-# whole row blocks in modes 2, 3), 8 M, 9 N, 10 K, 11 row blocks (modes 2, 3), 12
-# mode (0: w is [N, K]; 1: w is [K, N]; 2, 3: the same by `_gemm_ir`'s kn and nk
-# kernels, more than one row; 5, 6: w packed, `_gemm_ir`'s kp at 8 or 16 rows a
-# block), 13 the float32 partial sums [chunks, M, N] of mode 1,
-# or x as bf16 bits padded to whole row blocks in modes 2, 3, 5, 6, 14-19 scratch for the
-# FFI API's argument structs (no allocation per API call); mode 4 (decode attention,
-# `attend_tasks`): 5 q, 6 the layer's keys, 7 out, 8 B, 9 kv heads, 10 head dim, 20
-# the layer's values, 21 the mask, 22 slots S, 23 query heads per kv head, 24-25 the
-# scale and soft cap as float64; mode 7 (`row_logsumexp`): 5 x, 7 out, 8 rows, 9 V;
-# mode 8 (`row_silu_mul`): 5 gate, 6 up, 7 out, 8 rows, 9 F, 10 their row stride.
+# The job record, int64 words: 0 the rows-to-keep mask (modes 5, 6; 0: all), 1
+# `generation << 32 | next chunk` (`_CLOSED` as the chunk once the caller stops), 2
+# chunks done, 3 chunks, 4 rows of w (modes 0, 1) or column units (2, 3) per chunk, 5 x,
+# 6 w (the layer's matrix), 7 y (padded to whole row blocks in modes 2, 3), 8 M, 9 N, 10
+# K, 11 row blocks (modes 2, 3), 12 mode (0: w is [N, K]; 1: w is [K, N]; 2, 3: the same
+# by `_gemm_ir`'s kn and nk kernels, more than one row; 5, 6: w packed, `_gemm_ir`'s kp
+# at 8 or 16 rows a block), 13 the float32 partial sums [chunks, M, N] of mode 1, or x
+# as bf16 bits padded to whole row blocks in modes 2, 3, 5, 6, 14-19 scratch for the FFI
+# API's argument structs (no allocation per API call); mode 4 (decode attention,
+# `attend_tasks`): 5 q, 6 the layer's keys, 7 out, 8 B, 9 kv heads, 10 head dim, 20 the
+# layer's values, 21 the mask, 22 slots S, 23 query heads per kv head, 24-25 the scale
+# and soft cap as float64; mode 7 (`row_logsumexp`): 5 x, 7 out, 8 rows, 9 V; mode 8
+# (`row_silu_mul`): 5 gate, 6 up, 7 out, 8 rows, 9 F, 10 their row stride.
 _JOB = 26
 _SCRATCH = 14
 _ATTN = 20
@@ -117,8 +117,8 @@ def attend_tasks(q_addr, k_addr, v_addr, out_addr, mask_addr, B, KH, H, S, G, sc
                  cap, t0, t1):
   """Decode attention for tasks [t0, t1) of (row b, kv head), for q and out `[B, KH *
   G, H]` float32 (bf16 bits when G has bit 32 set: no conversions around the call, and
-  out rounded here as the model rounds it), the layer's keys and values `[B, KH, S, H]` bf16 bits and the mask
-  `[B, S]` bool: the scores of the kv head's G query heads against every slot (the nk
+  out rounded here as the model rounds it), the layer's keys and values `[B, KH, S,
+  H]` bf16 bits and the mask `[B, S]` bool: the scores of the kv head's G query heads against every slot (the nk
   kernel, the keys read in place), a float32 softmax over the unmasked slots (scaled,
   soft-capped when `cap` > 0; masked slots weigh exactly 0, a row with none left is
   uniform, as `attention.MASKED` makes XLA's), the probabilities rounded to bf16, and
@@ -182,11 +182,11 @@ def attend_tasks(q_addr, k_addr, v_addr, out_addr, mask_addr, B, KH, H, S, G, sc
         pb[g, s] = to_bf16(sc[g, s] / total)
     call_gemm(gemm[4], a_ob, a_pb, v_addr + at, Se, H, H, 0, H, Gp // KN_SMALL_ROWS)
     for g in range(G):
-      for h in range(H):
-        if io16:
+      if io16:
+        for h in range(H):
           out16[b, kh * G + g, h] = to_bf16(ob[g, h])
-        else:
-          out[b, kh * G + g, h] = ob[g, h]
+      else:
+        out[b, kh * G + g, :] = ob[g, :]
   free(a_xq)
 
 

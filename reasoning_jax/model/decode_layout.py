@@ -15,6 +15,8 @@ from reasoning_jax.model.params import Params
 
 
 DECODE_LAYOUTS = ("stacked", "fused", "fused_t")
+# The fused layer matrices and the separate stacks each concatenates on its output axis.
+FUSED_PARTS = {"wqkv": ("wq", "wk", "wv"), "w_gate_up": ("w_gate", "w_up")}
 
 
 def decode_params(params: Params, cfg: ModelConfig, *, layout: str = "stacked",
@@ -103,7 +105,7 @@ def _packed(layers: Params) -> Params:
     k = math.prod(w.shape[1:1 + (2 if name == "wo" else 1)])
     if cpu_kernel.packs(k, w[0].size // k):
       out[name] = cpu_kernel.pack(w.reshape(w.shape[0], k, -1))
-  for fused, parts in (("wqkv", ("wq", "wk", "wv")), ("w_gate_up", ("w_gate", "w_up"))):
+  for fused, parts in FUSED_PARTS.items():
     if fused not in out and all(n in out for n in parts):
       out[fused] = jnp.concatenate([out.pop(n) for n in parts], axis=1)
   return out

@@ -22,6 +22,7 @@ from reasoning_jax.model import cpu_matvec as cpu_kernel
 from reasoning_jax.model.attention import attention
 from reasoning_jax.model.cache import KVCache, load, store, value_dtype
 from reasoning_jax.model.config import ModelConfig
+from reasoning_jax.model.decode_layout import FUSED_PARTS
 from reasoning_jax.model.matmul import dense, dense_transposed, matmul_precision
 from reasoning_jax.model.params import Params
 
@@ -113,9 +114,8 @@ class _InStack(NamedTuple):
 # The layer matrices (any decode layout) that `cpu_matvec` may multiply in place.
 _MATRICES = frozenset({"wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down", "wqkv",
                        "w_gate_up", "wqkv_t", "wo_t", "w_gate_up_t", "w_down_t"})
-# Separate stacks that `decode_params(packed=True)` packs as one fused matrix.
-_FUSED_INTO = {"wq": "wqkv", "wk": "wqkv", "wv": "wqkv", "w_gate": "w_gate_up",
-               "w_up": "w_gate_up"}
+# Each separate stack -> the fused matrix `decode_params(packed=True)` packs it into.
+_FUSED_INTO = {n: fused for fused, parts in FUSED_PARTS.items() for n in parts}
 # Input axes of the stacked `[L, *in, *out]` matrices that have more than one.
 _IN_AXES = {"wo": 2}
 
@@ -131,8 +131,7 @@ def _packed_layer(p: Params, packed: Params, in_place: Params, l: jax.Array) -> 
       new[name] = _InStack(w, l, in_place[name].shape[1 + _IN_AXES.get(name, 1):])
     else:  # fused from separate stacks: one flat output axis
       new[name] = _InStack(w, l, (w.shape[1] * w.shape[3],))
-      parts = ("wq", "wk", "wv") if name == "wqkv" else ("w_gate", "w_up")
-      for n in parts:
+      for n in FUSED_PARTS[name]:
         p.pop(n)
       if name == "wqkv" and "bq" in p:
         p["bqkv"] = jnp.concatenate([p.pop(b).reshape(-1) for b in ("bq", "bk", "bv")])
