@@ -25,10 +25,12 @@ blocks of a padded `x [RB * rows, K]` (bf16 bits) and output columns `[n0, n1)`:
   kp: w packed (`cpu_matvec.pack`) as `[N / 16, K / 2, 16, 2]`: strips of 16 columns,
     each one contiguous run of memory, the (k, k+1) pairs of a column adjacent, so a
     plain 64-byte load is the vector `vdpbf16ps` wants: no shuffles, and one stream
-    per strip for the hardware prefetcher (plus non-temporal software prefetch
-    `KP_PREFETCH` elements ahead). `KP_ROWS` (8 or 16) x rows by 16 columns per block. Measured on
-    the 2-core Zen 4 (30 cold `[16, 576] x [576, 1536]`, both cores): kn 175 GFLOP/s,
-    kp at 16 rows 417 (the cores' `vdpbf16ps` peak there: 455).
+    per strip for the hardware prefetcher (plus software prefetch into L2,
+    `prefetcht1`, `KP_PREFETCH` elements ahead). `KP_ROWS` (8 or 16) x rows by 16
+    columns per block. Measured on the 2-core Zen 4 (30 cold `[16, 576] x [576, 1536]`,
+    both cores): kn 175 GFLOP/s, kp at 16 rows 417 (the cores' `vdpbf16ps` peak there:
+    455); 60 cold `[16, 576] x [576, 3072]`: 440 with `prefetcht1`, 412 with
+    `prefetchnta`, 300 with no software prefetch.
 Products of bf16 values are exact in float32, and `vdpbf16ps` adds them in float32
 (denormal inputs and results flushed to zero, which bf16 activations and weights of a
 trained model do not reach): a sum of exact products in another order than XLA's.
@@ -53,7 +55,7 @@ KN_PREFETCH = 128
 NK_PREFETCH = 8
 KP_STRIP = 16
 KP_ROWS = (8, 16)
-KP_PREFETCH = 2048
+KP_PREFETCH = 4096
 # Every kernel has this signature (the numba caller casts the table's addresses to it):
 # void f(float* y, bf16* x, bf16* w, i64 K, i64 ldw, i64 ldy, i64 n0, i64 n1, i64 RB)
 _ARGS = ("ptr noalias %y0, ptr noalias %x0, ptr noalias %w, i64 %K, i64 %ldw, i64 %ldy, "
@@ -197,9 +199,10 @@ def _kp_ir(name: str, rows: int) -> str:
   add("  %wo = add i64 %so, %ko\n  %wp = getelementptr i16, ptr %w, i64 %wo")
   add("  %wv = load <32 x bfloat>, ptr %wp, align 2")
   add(f"  %q = getelementptr i16, ptr %wp, i64 {KP_PREFETCH}")
-  # Non-temporal (prefetchnta): each weight is read once per step, so it should not
-  # push the KV cache out of the caches (~1% of a 16-row SmolLM2-135M call).
-  add("  call void @llvm.prefetch.p0(ptr %q, i32 0, i32 0, i32 1)")
+  # Into L2 (`prefetcht1`). A non-temporal `prefetchnta` was meant to keep the KV
+  # cache in the caches, but a step streams ~270 MB of weights through them anyway,
+  # and the 16-row SmolLM2-135M call ran 8-12% slower with it (docs/benchmarks.md).
+  add("  call void @llvm.prefetch.p0(ptr %q, i32 0, i32 2, i32 1)")
   for r in range(rows):
     out.extend(_x_pair(r))
     add(f"  %na{r} = call <16 x float> {_DP}(<16 x float> %a{r}, <32 x bfloat> %wv, "
