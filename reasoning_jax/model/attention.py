@@ -1,25 +1,33 @@
-"""Grouped-query attention with a hand-written backward pass in the compute dtype.
+"""Attention: the backend seam, and the XLA implementation every kernel is tested
+against.
 
-The forward pass is the plain computation (scores and the weighted sum as bf16
-products with float32 accumulation, a float32 softmax). Autodiff of it runs all four
-backward products as float32 GEMMs: the cotangent of a float32-accumulated product
-is float32, and the two products that contract over the query axis (dK, dV) need
-the `[t, s]` operand transposed, which XLA:CPU does in float32 and then runs the
-product in float32 too. `_attend`'s backward casts the cotangents to the compute
-dtype (as `matmul.dense` does) and makes the two transposed copies itself in that
-dtype, so every product is a bf16 GEMM with float32 accumulation (measured in
-`benchmarks/train_step.py`, docs/benchmarks.md). In float32 the gradients equal
-autodiff's to float32 rounding (`tests/model/test_forward.py`).
+`attention` is the one call site. `ModelConfig.attention_backend` picks the
+implementation: "xla" (this module), "pallas" (a library Pallas kernel from
+`reasoning_jax.kernels`), or "auto", which takes the Pallas kernel when the program
+is lowered for a TPU and XLA elsewhere. "auto" is decided by `lax.platform_dependent`
+at lowering time, i.e. by the platform of the devices the program is compiled for,
+not by `jax.default_backend()`: a program compiled on a CPU host for a TPU topology
+takes the TPU kernel, and only the chosen branch is lowered.
 
-Shape key: B batch, T queries, S keys, K kv heads, G query heads per kv head, H head
-dim, X = G*T (the query rows of one kv head).
+The XLA forward is the plain computation (scores and the weighted sum as products in
+the compute dtype with float32 accumulation, a float32 softmax). Its backward
+(`_attend`) casts the cotangents to the compute dtype (as `matmul.dense` does) and
+makes the two transposed copies itself in that dtype, so every product is a GEMM in
+the compute dtype with float32 accumulation; autodiff would run all four backward
+products as float32 GEMMs. In float32 the gradients equal autodiff's to float32
+rounding (`tests/model/test_forward.py`).
+
+Shape key: B batch, T queries, S keys, N query heads, K kv heads, G query heads per
+kv head, H head dim, X = G*T (the query rows of one kv head).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from reasoning_jax.model.config import ModelConfig
 from reasoning_jax.model.matmul import matmul_precision
@@ -30,30 +38,96 @@ F32 = jnp.float32
 MASKED = -1e30
 
 
-def attention(q_BTNH, k_BKSH, v_BKSH, mask_BTS, cfg: ModelConfig, *,
-              by_sums: bool = False) -> jax.Array:
-  """Grouped-query attention with optional soft cap; softmax in float32. Keys and
-  values come heads-major (`[B, K, S, H]`, the KV cache's layout); the result is
-  `[B, T, N, H]` in q's dtype.
+@dataclasses.dataclass(frozen=True)
+class Positions:
+  """What attention masks derive from: the queries' and keys' logical positions
+  (negative on padding), and the causal and sliding-window masks built from them once
+  per forward (every layer shares them).
 
-  `by_sums` writes both products as broadcast multiplies and float32 sums instead of
-  dots (no custom gradient: for decoding). On a GPU, XLA then reads each layer's keys
-  inside the score reduction and fuses the softmax with the weighted sum, where the
-  dots made it copy every layer's key and value slices out of the cache for GEMM
-  kernels (5 kernels -> 3 per layer, `benchmarks/gpu_kernels.py`). The products are
-  the dots' (exact bf16 x bf16 in float32); only the order of the float32 sums may
-  differ."""
+  Attributes:
+    q_BT: int32 positions of the queries.
+    k_BS: int32 positions of the keys (cache slots; -1 empty or padding).
+    causal_BTS: bool, key valid and not after the query.
+    local_BTS: bool, also within the sliding window; None without local layers.
+    decode: one query per row over a cache (static).
+  """
+  q_BT: jax.Array
+  k_BS: jax.Array
+  causal_BTS: jax.Array
+  local_BTS: jax.Array | None
+  decode: bool = False
+
+  @classmethod
+  def of(cls, q_BT: jax.Array, k_BS: jax.Array, cfg: ModelConfig, *,
+         decode: bool = False) -> "Positions":
+    """The positions and their masks under `cfg` (its sliding window)."""
+    q, k = q_BT[:, :, None], k_BS[:, None, :]
+    causal = (k >= 0) & (k <= q)
+    local = causal & (q - k < cfg.sliding_window) if any(cfg.local_flags) else None
+    return cls(q_BT=q_BT, k_BS=k_BS, causal_BTS=causal, local_BTS=local, decode=decode)
+
+  def mask(self, is_local: jax.Array) -> jax.Array:
+    """The `[B, T, S]` mask of a layer (`is_local`: a traced per-layer flag)."""
+    if self.local_BTS is None:
+      return self.causal_BTS
+    return jnp.where(is_local, self.local_BTS, self.causal_BTS)
+
+
+def attention(q_BTNH: jax.Array, k_BKSH: jax.Array, v_BKSH: jax.Array, pos: Positions,
+              is_local: jax.Array, cfg: ModelConfig) -> jax.Array:
+  """Grouped-query attention with optional soft cap, by `cfg.attention_backend`.
+
+  Keys and values come heads-major (`[B, K, S, H]`, the KV cache's layout); the
+  result is `[B, T, N, H]` in q's dtype. One query token over a cache is decode
+  attention; several are training/prefill attention.
+  """
+  backend = cfg.attention_backend
+  mask_BTS = pos.mask(is_local)
+  if backend == "xla":
+    return xla_attention(q_BTNH, k_BKSH, v_BKSH, mask_BTS, cfg)
+
+  def xla(q, k, v, mask):
+    return xla_attention(q, k, v, mask, cfg)
+
+  def kernel(interpret: bool):
+    def run(q, k, v, mask):
+      # Imported here: only a program that takes the Pallas branch needs the kernels.
+      from reasoning_jax.kernels.attention import splash_attention
+      o = splash_attention(q, k, v, pos.q_BT, pos.k_BS, mask, is_local,
+                           scale=cfg.query_scale, softcap=cfg.attn_softcap,
+                           window=cfg.sliding_window, has_local=pos.local_BTS is not None,
+                           decode=pos.decode, interpret=interpret)
+      return xla(q, k, v, mask) if o is None else o.astype(q.dtype)
+    return run
+
+  args = (q_BTNH, k_BKSH, v_BKSH, mask_BTS)
+  if backend == "pallas":  # off a TPU, the same kernel in Pallas' interpreter
+    return lax.platform_dependent(*args, tpu=kernel(False), default=kernel(True))
+  return lax.platform_dependent(*args, tpu=kernel(False), default=xla)
+
+
+def xla_attention(q_BTNH, k_BKSH, v_BKSH, mask_BTS, cfg: ModelConfig) -> jax.Array:
+  """The XLA implementation of `attention` (the reference for every kernel).
+
+  One query token (decode) on a GPU writes both products as broadcast multiplies and
+  float32 sums instead of dots: XLA:GPU then reads each layer's keys inside the score
+  reduction and fuses the softmax with the weighted sum, where the dots made it copy
+  every layer's key and value slices out of the cache for GEMM kernels
+  (`benchmarks/gpu_kernels.py` counts the kernels). The products are the dots' (exact
+  in float32); only the order of the float32 sums may differ.
+  """
   B, T, N, H = q_BTNH.shape
   K = k_BKSH.shape[1]
   q_BKGTH = q_BTNH.reshape(B, T, K, N // K, H).transpose(0, 2, 3, 1, 4)
-  if by_sums:
-    o = _attend_by_sums(q_BKGTH, k_BKSH, v_BKSH, mask_BTS, cfg.query_scale,
-                        cfg.attn_softcap)
-  elif cfg.attn_softcap:  # Gemma 2: autodiff through the tanh (rarely trained here)
-    o = _attend_autodiff(q_BKGTH, k_BKSH, v_BKSH, mask_BTS, cfg.query_scale,
-                         cfg.attn_softcap)
+  args = (q_BKGTH, k_BKSH, v_BKSH, mask_BTS, cfg.query_scale)
+  if T == 1:
+    by_sums = functools.partial(_attend_by_sums, softcap=cfg.attn_softcap)
+    plain = functools.partial(_attend_autodiff, softcap=cfg.attn_softcap)
+    o = lax.platform_dependent(*args, cuda=by_sums, rocm=by_sums, default=plain)
+  elif cfg.attn_softcap:  # Gemma 2: autodiff through the tanh
+    o = _attend_autodiff(*args, softcap=cfg.attn_softcap)
   else:
-    o = _attend(q_BKGTH, k_BKSH, v_BKSH, mask_BTS, cfg.query_scale)
+    o = _attend(*args)
   # Output in the batched-matmul layout ([b, k] batch, [g t, h] rows x cols), then
   # transposed (small): asking for "btkgh" directly made XLA:CPU emit a bf16 dot with
   # a transposed operand that its runtime cannot execute.
@@ -76,7 +150,7 @@ def _softmax(s_BKGTS, mask_BTS, scale, softcap):
   return jax.nn.softmax(s, axis=-1)
 
 
-def _attend_by_sums(q_BKGTH, k_BKSH, v_BKSH, mask_BTS, scale, softcap):
+def _attend_by_sums(q_BKGTH, k_BKSH, v_BKSH, mask_BTS, scale, softcap=0.0):
   """`_attend_autodiff`'s values with the products as multiplies and float32 sums."""
   q = q_BKGTH[:, :, :, :, None].astype(F32)
   s = jnp.sum(q * k_BKSH[:, :, None, None].astype(F32), axis=-1)
@@ -84,7 +158,7 @@ def _attend_by_sums(q_BKGTH, k_BKSH, v_BKSH, mask_BTS, scale, softcap):
   return jnp.sum(p[..., None].astype(F32) * v_BKSH[:, :, None, None].astype(F32), axis=-2)
 
 
-def _attend_autodiff(q_BKGTH, k_BKSH, v_BKSH, mask_BTS, scale, softcap):
+def _attend_autodiff(q_BKGTH, k_BKSH, v_BKSH, mask_BTS, scale, softcap=0.0):
   p = _probs(q_BKGTH, k_BKSH, mask_BTS, scale, softcap).astype(v_BKSH.dtype)
   return jnp.einsum("bkgts,bksh->bkgth", p, v_BKSH, preferred_element_type=F32,
                     precision=matmul_precision(p.dtype))

@@ -13,6 +13,8 @@ from typing import Literal
 import numpy as np
 
 Activation = Literal["silu", "gelu_tanh"]
+# "auto": the Pallas kernel where the program is compiled for a TPU, XLA elsewhere.
+ATTENTION_BACKENDS = ("auto", "xla", "pallas")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +85,9 @@ class ModelConfig:
       updates them in float32), cast to bfloat16 inside each matmul.
     remat: rematerialisation of the layer scan in training passes (no cache):
       "none", "layer" or "dots" (see `forward._remat`); sampling ignores it.
+    attention_backend: the attention implementation (`attention.attention`): "xla",
+      "pallas" (a library Pallas kernel, `reasoning_jax.kernels`) or "auto" (Pallas
+      where the program is compiled for a TPU, XLA elsewhere).
   """
   family: str = "llama"
   vocab_size: int = 256
@@ -111,6 +116,7 @@ class ModelConfig:
   dtype: str = "float32"
   param_dtype: str | None = None
   remat: str = "none"
+  attention_backend: str = "auto"
 
   def __post_init__(self):
     if self.n_heads % self.n_kv_heads:
@@ -131,6 +137,9 @@ class ModelConfig:
     if self.remat not in ("none", "layer", "dots"):
       raise ValueError(f"remat {self.remat!r}: use 'none', 'layer' (recompute each layer "
                        "in the backward pass) or 'dots' (keep projection outputs)")
+    if self.attention_backend not in ATTENTION_BACKENDS:
+      raise ValueError(f"attention_backend {self.attention_backend!r}: use one of "
+                       f"{ATTENTION_BACKENDS}")
 
   @property
   def weight_dtype(self) -> str:

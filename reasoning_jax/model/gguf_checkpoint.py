@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from reasoning_jax.model.config import ModelConfig, RopeConfig
-from reasoning_jax.model.params import Params, check_params
+from reasoning_jax.model.params import LayerParams, Params, check_params
 
 SUPPORTED_ARCHITECTURES = ("llama",)
 
@@ -125,10 +125,10 @@ def load_gguf_checkpoint(path: str, dtype: str = "float32") -> tuple[ModelConfig
   layers = {ours: np.stack([fn(get(f"blk.{i}.{name}.weight"))
                             for i in range(cfg.n_layers)]).astype(np_dtype)
             for ours, (name, fn) in per_layer.items()}
-  params: Params = {"embed": get("token_embd.weight").astype(np_dtype),
-                    "final_norm": get("output_norm.weight").astype(np_dtype),
-                    "layers": layers}
-  if not cfg.tie_embeddings:
-    params["lm_head"] = get("output.weight").T.astype(np_dtype)
+  params = Params(embed=get("token_embd.weight").astype(np_dtype),
+                  final_norm=get("output_norm.weight").astype(np_dtype),
+                  layers=LayerParams(**layers),
+                  lm_head=(None if cfg.tie_embeddings
+                           else get("output.weight").T.astype(np_dtype)))
   check_params(params, cfg, where=f"tensors in {path}")
   return cfg, jax.tree.map(jnp.asarray, params)

@@ -19,7 +19,7 @@ from safetensors.numpy import save_file
 
 from reasoning_jax.model.config import ModelConfig
 from reasoning_jax.model.hf_config import config_from_hf, config_to_hf
-from reasoning_jax.model.params import Params, check_params, param_specs
+from reasoning_jax.model.params import LayerParams, Params, check_params, param_specs
 
 _INDEX = "model.safetensors.index.json"
 _SINGLE = "model.safetensors"
@@ -143,15 +143,14 @@ def load_hf_checkpoint(path: str, dtype: str = "float32") -> tuple[ModelConfig, 
     return files.get(name).astype(np.float32).astype(np_dtype)
 
   layers = {}
-  for ours in specs["layers"]:
+  for ours in specs.layers.present():
     stacked = []
     for i in range(cfg.n_layers):
       stacked.append(_to_ours(ours, get(f"model.layers.{i}.{layer_names[ours]}"), cfg))
     layers[ours] = np.stack(stacked)
-  params: Params = {"embed": get("model.embed_tokens.weight"),
-                    "final_norm": get("model.norm.weight"), "layers": layers}
-  if not cfg.tie_embeddings:
-    params["lm_head"] = get("lm_head.weight").T
+  params = Params(embed=get("model.embed_tokens.weight"),
+                  final_norm=get("model.norm.weight"), layers=LayerParams(**layers),
+                  lm_head=None if cfg.tie_embeddings else get("lm_head.weight").T)
   check_params(params, cfg, where=f"tensors in {path}")
   return cfg, jax.tree.map(jnp.asarray, params)
 
@@ -167,12 +166,12 @@ def save_hf_checkpoint(params: Params, config: ModelConfig, path: str) -> None:
   host = jax.tree.map(np.asarray, jax.device_get(params))
   names = _layer_names(config)
   tensors: dict[str, np.ndarray] = {
-      "model.embed_tokens.weight": host["embed"], "model.norm.weight": host["final_norm"]}
-  for ours, stacked in host["layers"].items():
+      "model.embed_tokens.weight": host.embed, "model.norm.weight": host.final_norm}
+  for ours, stacked in host.layers.present().items():
     for i in range(config.n_layers):
       tensors[f"model.layers.{i}.{names[ours]}"] = _to_hf(ours, stacked[i])
   if not config.tie_embeddings:
-    tensors["lm_head.weight"] = np.ascontiguousarray(host["lm_head"].T)
+    tensors["lm_head.weight"] = np.ascontiguousarray(host.lm_head.T)
   tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
   # Write to a temporary name first so a crash never leaves a half-written file that
   # looks like a checkpoint.

@@ -15,9 +15,53 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from reasoning_jax.model.cache import store
 from reasoning_jax.model.config import ModelConfig
 
-Params = dict[str, Any]
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LayerParams:
+  """The layers' leaves, each stacked on a leading layers axis `L`.
+
+  Optional leaves are None where the config has no such part (`qkv_bias`, `qk_norm`,
+  `post_norms`); None is an empty subtree, so tree maps skip it.
+  """
+  attn_norm: Any
+  wq: Any  # [L, D, N, H]
+  wk: Any  # [L, D, K, H]
+  wv: Any  # [L, D, K, H]
+  wo: Any  # [L, N, H, D]
+  mlp_norm: Any
+  w_gate: Any  # [L, D, F]
+  w_up: Any    # [L, D, F]
+  w_down: Any  # [L, F, D]
+  bq: Any = None  # [L, N, H]
+  bk: Any = None  # [L, K, H]
+  bv: Any = None  # [L, K, H]
+  q_norm: Any = None  # [L, H]
+  k_norm: Any = None  # [L, H]
+  post_attn_norm: Any = None
+  post_mlp_norm: Any = None
+
+  def present(self) -> dict[str, Any]:
+    """Name -> leaf of every part this config has (the None parts left out)."""
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+            if getattr(self, f.name) is not None}
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Params:
+  """A model's parameters: embedding `[V, D]`, final norm `[D]`, the stacked layers,
+  and the output head `[D, V]` (None when tied to the embedding)."""
+  embed: Any
+  final_norm: Any
+  layers: LayerParams
+  lm_head: Any = None
+
+  def replace(self, **kw) -> "Params":
+    """A copy with some leaves replaced."""
+    return dataclasses.replace(self, **kw)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +86,8 @@ class ParamSpec:
 
 
 def param_specs(cfg: ModelConfig) -> Params:
-  """The parameter tree of `cfg` as `ParamSpec` leaves."""
+  """The parameter tree of `cfg` with `ParamSpec` leaves: the one declaration that
+  init, abstract shapes, logical axes and shardings derive from."""
   L, D, N, K, H, F, V = (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads,
                          cfg.head_dim, cfg.ffw_dim, cfg.vocab_size)
   # Gemma's norms compute x * (1 + w): a zero weight is the identity there.
@@ -51,36 +96,34 @@ def param_specs(cfg: ModelConfig) -> Params:
   def norm(*lead):
     return ParamSpec((*lead, D), (*(("layers",) if lead else ()), "norm"), norm_init)
 
-  layers: Params = {
-      "attn_norm": norm(L),
-      "wq": ParamSpec((L, D, N, H), ("layers", "embed", "q_heads", "head_dim"), fan_in=D),
-      "wk": ParamSpec((L, D, K, H), ("layers", "embed", "kv_heads", "head_dim"), fan_in=D),
-      "wv": ParamSpec((L, D, K, H), ("layers", "embed", "kv_heads", "head_dim"), fan_in=D),
-      "wo": ParamSpec((L, N, H, D), ("layers", "q_heads", "head_dim", "embed"),
-                      fan_in=N * H),
-      "mlp_norm": norm(L),
-      "w_gate": ParamSpec((L, D, F), ("layers", "embed", "mlp"), fan_in=D),
-      "w_up": ParamSpec((L, D, F), ("layers", "embed", "mlp"), fan_in=D),
-      "w_down": ParamSpec((L, F, D), ("layers", "mlp", "embed"), fan_in=F),
-  }
-  if cfg.qkv_bias:
-    layers["bq"] = ParamSpec((L, N, H), ("layers", "q_heads", "head_dim"), "zeros")
-    layers["bk"] = ParamSpec((L, K, H), ("layers", "kv_heads", "head_dim"), "zeros")
-    layers["bv"] = ParamSpec((L, K, H), ("layers", "kv_heads", "head_dim"), "zeros")
-  if cfg.qk_norm:
-    layers["q_norm"] = ParamSpec((L, H), ("layers", "head_dim"), norm_init)
-    layers["k_norm"] = ParamSpec((L, H), ("layers", "head_dim"), norm_init)
-  if cfg.post_norms:
-    layers["post_attn_norm"] = norm(L)
-    layers["post_mlp_norm"] = norm(L)
-  tree: Params = {
-      "embed": ParamSpec((V, D), ("vocab", "embed"), fan_in=1),
-      "final_norm": norm(),
-      "layers": layers,
-  }
-  if not cfg.tie_embeddings:
-    tree["lm_head"] = ParamSpec((D, V), ("embed", "vocab"), fan_in=D)
-  return tree
+  def bias(heads, axis):
+    return ParamSpec((L, heads, H), ("layers", axis, "head_dim"), "zeros")
+
+  def head_norm():
+    return ParamSpec((L, H), ("layers", "head_dim"), norm_init)
+
+  layers = LayerParams(
+      attn_norm=norm(L),
+      wq=ParamSpec((L, D, N, H), ("layers", "embed", "q_heads", "head_dim"), fan_in=D),
+      wk=ParamSpec((L, D, K, H), ("layers", "embed", "kv_heads", "head_dim"), fan_in=D),
+      wv=ParamSpec((L, D, K, H), ("layers", "embed", "kv_heads", "head_dim"), fan_in=D),
+      wo=ParamSpec((L, N, H, D), ("layers", "q_heads", "head_dim", "embed"),
+                   fan_in=N * H),
+      mlp_norm=norm(L),
+      w_gate=ParamSpec((L, D, F), ("layers", "embed", "mlp"), fan_in=D),
+      w_up=ParamSpec((L, D, F), ("layers", "embed", "mlp"), fan_in=D),
+      w_down=ParamSpec((L, F, D), ("layers", "mlp", "embed"), fan_in=F),
+      bq=bias(N, "q_heads") if cfg.qkv_bias else None,
+      bk=bias(K, "kv_heads") if cfg.qkv_bias else None,
+      bv=bias(K, "kv_heads") if cfg.qkv_bias else None,
+      q_norm=head_norm() if cfg.qk_norm else None,
+      k_norm=head_norm() if cfg.qk_norm else None,
+      post_attn_norm=norm(L) if cfg.post_norms else None,
+      post_mlp_norm=norm(L) if cfg.post_norms else None)
+  return Params(embed=ParamSpec((V, D), ("vocab", "embed"), fan_in=1),
+                final_norm=norm(), layers=layers,
+                lm_head=(None if cfg.tie_embeddings
+                         else ParamSpec((D, V), ("embed", "vocab"), fan_in=D)))
 
 
 def _is_spec(x) -> bool:
@@ -125,6 +168,10 @@ def init_params(cfg: ModelConfig, key: jax.Array, scale: float = 1.0) -> Params:
 
 def check_params(params: Params, cfg: ModelConfig, where: str = "params") -> None:
   """Raise a clear error if `params` does not have the tree and shapes `cfg` declares."""
+  if not isinstance(params, Params):
+    raise TypeError(f"{where} must be a `reasoning_jax.model.Params` (got "
+                    f"{type(params).__name__}); build them with `init_params`, "
+                    "`load_hf_checkpoint` or `Params(...)`")
   specs = param_specs(cfg)
   want = {jax.tree_util.keystr(p): s.shape
           for p, s in jax.tree_util.tree_leaves_with_path(specs, is_leaf=_is_spec)}
@@ -154,3 +201,18 @@ def param_shardings(cfg: ModelConfig, mesh, rules) -> Params:
 def shard_params(params: Params, cfg: ModelConfig, mesh, rules) -> Params:
   """`params` placed on `mesh` under `rules` (an on-device reshard if already placed)."""
   return jax.device_put(params, param_shardings(cfg, mesh, rules))
+
+
+def decode_params(params: Params, cfg: ModelConfig) -> Params:
+  """The params as the cached forward reads them: in the compute dtype, with the
+  stacked layer weights held as their storage bits (bf16 as uint16, `cache.store`).
+
+  Why the bits: when a scan slices a stacked bf16 weight and feeds the slice to a
+  matmul, XLA:CPU's float normalisation converts the whole stack to float32 (hoisted
+  out of the decode loop) and every slice back each step; an integer stack is sliced
+  as is and bitcast back per layer (`cache.load`), free on every backend. Values are
+  unchanged: `forward` on these params computes what it computes on `params` cast to
+  the compute dtype.
+  """
+  params = jax.tree.map(lambda x: x.astype(cfg.dtype), params)
+  return params.replace(layers=jax.tree.map(store, params.layers))
