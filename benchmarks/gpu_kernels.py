@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import importlib
 import os
 import re
@@ -126,15 +125,6 @@ def kernels(comps, name: str, counts: collections.Counter, weight: int = 1
   return lo, hi
 
 
-def layer_loop(comps, body: str) -> tuple[str, int]:
-  """(body, trip count) of the layer loop inside the decode loop's body."""
-  for _, op, rest in comps[body]:
-    if op == "while":
-      trip = re.search(r'"known_trip_count":\{"n":"(\d+)"', rest)
-      return _attr(rest, "body"), int(trip.group(1)) if trip else 1
-  raise RuntimeError("the decode loop has no layer loop")
-
-
 def decode_loop(comps) -> tuple[str, str]:
   """(condition, body) of the decode while loop: the while loop with the largest body
   (it holds the layer loop, or the unrolled layers)."""
@@ -157,9 +147,9 @@ def layer_loop(comps, body: str) -> tuple[str, int] | None:
   return None
 
 
-def compile_hlo(cfg: rjm.ModelConfig, batch: int, prompt: int, new: int, plan) -> str:
-  """The optimized HLO of `generate`'s program for `batch` prompts on an H100, with
-  the decode step laid out by `plan` (a `DecodePlan`)."""
+def compile_hlo(cfg: rjm.ModelConfig, batch: int, prompt: int, new: int) -> str:
+  """The optimized HLO of `generate`'s program for `batch` prompts on an H100 (the
+  attention backend is `cfg.attention_backend`'s choice for a GPU)."""
   topo = topologies.get_topology_desc(platform="cuda", target_config=H100,
                                       topology="1x1x1")
   mesh = topologies.make_mesh(topo, (1,), ("x",))
@@ -183,7 +173,7 @@ def compile_hlo(cfg: rjm.ModelConfig, batch: int, prompt: int, new: int, plan) -
   finally:
     gen.program = real
   args = abstract(captured["args"])
-  static = dict(captured["static"], plan=plan)
+  static = dict(captured["static"])
   lowered = real().trace(*args, **static).lower(lowering_platforms=("cuda",))
   return lowered.compile().as_text()
 
@@ -196,25 +186,13 @@ def main():
   ap.add_argument("--prompt", type=int, default=32)
   ap.add_argument("--new", type=int, default=128)
   ap.add_argument("--show", type=int, default=25, help="kernel kinds to list")
-  ap.add_argument("--layout", default=None, choices=rjm.DECODE_LAYOUTS,
-                  help="the decode weights' layout (default: generate's pick on a GPU)")
-  ap.add_argument("--unstack", type=int, default=None, choices=(0, 1),
-                  help="per-layer weights, layers unrolled (default: what generate does "
-                  "on a GPU)")
-  ap.add_argument("--sum_attention", type=int, default=None, choices=(0, 1),
-                  help="decode attention as sums (default: what generate does on a GPU)")
+  ap.add_argument("--attention_backend", default="auto", choices=rjm.ATTENTION_BACKENDS)
   ap.add_argument("--dump", default="", help="write the optimized HLO to this file")
   args = ap.parse_args()
-  cfg = rjm.preset(args.preset, dtype=args.dtype)
-  plan = gen.decode_plan("gpu", sharded=False)  # what `generate` picks on a GPU
-  if args.layout:
-    plan = dataclasses.replace(plan, layout=args.layout)
-  if args.unstack is not None:
-    plan = dataclasses.replace(plan, unstack=bool(args.unstack))
-  if args.sum_attention is not None:
-    plan = dataclasses.replace(plan, sum_attention=bool(args.sum_attention))
+  cfg = rjm.preset(args.preset, dtype=args.dtype,
+                   attention_backend=args.attention_backend)
   try:
-    hlo = compile_hlo(cfg, args.batch, args.prompt, args.new, plan)
+    hlo = compile_hlo(cfg, args.batch, args.prompt, args.new)
   except RuntimeError as e:
     if "cuda" not in str(e).lower():
       raise
@@ -237,8 +215,7 @@ def main():
     layers = (f"{inner[1]} layers x {kernels(comps, inner[0], collections.Counter())[0]}"
               " in the layer loop")
   print(f"jax {jax.__version__}, {args.preset} {args.dtype}, batch {args.batch}, "
-        f"layout {plan.layout}, unstack {plan.unstack}, sum_attention "
-        f"{plan.sum_attention}: "
+        f"attention backend {cfg.attention_backend}: "
         f"{span} kernels per decode step, {layers} (the rest: embedding, output head, "
         f"choosing the token; a range where conditionals on traced values pick between "
         f"branches)")

@@ -2,7 +2,7 @@
 
 Compiles (does not run) `training.steps.rl_update` for a big-vocabulary model and
 prints XLA's `memory_analysis()` per device for each logits chunk size, next to
-`training.distributed.memory_estimate`. The full `[B, T, V]` logits are the usual OOM
+`training.memory.memory_estimate`. The full `[B, T, V]` logits are the usual OOM
 in RL trainers; chunking bounds them to `[B, chunk, V]`.
 
   python benchmarks/memory.py                       # one device, chunk T vs 128
@@ -41,12 +41,13 @@ def main() -> None:
 
   from reasoning_jax import model as rjm
   from reasoning_jax.objectives import OBJECTIVES, ObjectiveInputs
-  from reasoning_jax.training import distributed as dist
+  from reasoning_jax import sharding as rjs
+  from reasoning_jax.training.memory import memory_estimate
   from reasoning_jax.training.steps import SeqBatch, jit_steps, make_optimizer
 
   shape = tuple(int(s) for s in args.mesh.split(","))
   n = shape[0] * shape[1] * shape[2]
-  mesh = dist.build_mesh(shape, devices=jax.devices()[:n])
+  mesh = rjs.build_mesh(shape, devices=jax.devices()[:n])
   cfg = rjm.ModelConfig(vocab_size=args.vocab, d_model=args.d_model, n_layers=args.layers,
                         n_heads=8, n_kv_heads=4, head_dim=args.d_model // 8,
                         ffw_dim=4 * args.d_model, tie_embeddings=False,
@@ -61,10 +62,11 @@ def main() -> None:
                    ObjectiveInputs(logp_BT=f32(B, T), mask_BT=f32(B, T),
                                    advantages=f32(B), rewards_B=f32(B),
                                    group_size=args.group), f32(B, T))
-  b_sh = dist.batch_sharding_tree(batch, mesh)
+  b_sh = rjs.batch_sharding_tree(batch, mesh)
   batch = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                        batch, b_sh)
-  p_sh, o_sh = dist.state_shardings(tx, cfg, mesh)
+  p_sh, o_sh = rjs.state_shardings(tx, rjm.abstract_params(cfg),
+                                   rjm.param_shardings(cfg, mesh, rjs.TRAIN_RULES), mesh)
   params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                         rjm.abstract_params(cfg), p_sh)
   opt = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
@@ -78,7 +80,7 @@ def main() -> None:
   for chunk in chunks:
     _, rl, _ = jit_steps(cfg, tx, obj, ocfg, state_shardings=(p_sh, o_sh), chunk=chunk)
     ma = rl.lower(params, opt, batch).compile().memory_analysis()
-    est = dist.memory_estimate(cfg, mesh, tx, rows=B, seq_len=T, chunk=chunk)
+    est = memory_estimate(cfg, mesh, tx, rows=B, seq_len=T, chunk=chunk)
     full = 4 * B * T * cfg.vocab_size / n
     print(f"{chunk:>6} {mib(ma.temp_size_in_bytes)} {mib(ma.argument_size_in_bytes)} "
           f"{mib(ma.alias_size_in_bytes)} {mib(est.activations + est.grads):>12} "

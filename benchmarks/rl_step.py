@@ -29,7 +29,6 @@ import time
 import jax
 
 from reasoning_jax.training import config as C
-from reasoning_jax.training.host_malloc import tune_host_malloc
 from reasoning_jax.training.loop import Trainer
 
 # Prompts: arithmetic problems at 7 digits give ~20-token prompts (< 32), char tokens.
@@ -100,14 +99,10 @@ def main() -> None:
                        "measure a first step that loads compiled programs)")
   ap.add_argument("--compile_mode", default="auto", choices=("auto", "fast", "optimized"),
                   help="RunConfig.compile_mode (auto = fast at ref-tiny's size)")
-  ap.add_argument("--host_malloc", action="store_true",
-                  help="tune glibc malloc first (training.host_malloc)")
   a = ap.parse_args()
-  host_malloc = a.host_malloc and tune_host_malloc()
   print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {os.cpu_count()} cpus, "
         f"compute {a.dtype}, params {a.param_dtype or a.dtype}, remat {a.remat}, "
-        f"{a.steps} steps per objective, compile mode {a.compile_mode}, "
-        f"host malloc tuned: {host_malloc}")
+        f"{a.steps} steps per objective, compile mode {a.compile_mode}")
   print("| objective | first step s | warm step s | rollout s | reward s | ref/old score s "
         "| update s | gen tok/s | update tok/s |")
   print("|---|---|---|---|---|---|---|---|---|")

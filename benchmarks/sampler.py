@@ -29,7 +29,6 @@ import numpy as np
 
 from reasoning_jax import model as rjm
 from reasoning_jax import sampling as rs
-from reasoning_jax.training.host_malloc import tune_host_malloc
 
 
 def measure_bandwidth(gib: float = 1.0, reps: int = 5) -> float:
@@ -143,10 +142,7 @@ def main():
                   help="transformers with a static cache, which on a GPU makes generate "
                   "torch.compile its forward (its fastest documented path), instead of "
                   "the default dynamic cache")
-  ap.add_argument("--host_malloc", action="store_true",
-                  help="tune glibc malloc first (training.host_malloc)")
   args = ap.parse_args()
-  host_malloc = args.host_malloc and tune_host_malloc()
 
   cfg = rjm.preset(args.preset, dtype=args.dtype)
   params = rjm.init_params(cfg, jax.random.key(0))
@@ -154,7 +150,7 @@ def main():
         f"{jax.__version__}  model: {args.preset} {args.dtype} "
         f"({cfg.num_params() / 1e6:.1f}M params)  new tokens: {args.new}  "
         f"temperature {args.temperature}  top_p {args.top_p}  "
-        f"host malloc tuned: {host_malloc}")
+        f"attention backend: {cfg.attention_backend}")
   hf_model = None
   if not args.skip_hf:
     import torch

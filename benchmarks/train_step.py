@@ -2,7 +2,6 @@
 
     python benchmarks/train_step.py                  # remat none, layer and dots
     python benchmarks/train_step.py --remat layer --steps 5
-    python benchmarks/train_step.py --host_malloc    # glibc malloc tuned first
 
 One step = forward + backward + AdamW (global-norm clipping) on a batch of 8 x 256
 tokens of random ids, through `training.steps.sft_update` (the trainer's jitted SFT
@@ -28,7 +27,6 @@ import jax
 import jax.numpy as jnp
 
 from reasoning_jax import model as rjm
-from reasoning_jax.training.host_malloc import tune_host_malloc
 from reasoning_jax.training.steps import make_optimizer, sft_update
 
 B, T = 8, 256
@@ -108,18 +106,14 @@ def main() -> None:
   ap.add_argument("--remat", nargs="+", default=["none", "layer", "dots"])
   ap.add_argument("--steps", type=int, default=4)
   ap.add_argument("--chunk", type=int, default=256, help="log-prob chunk (positions)")
-  ap.add_argument("--host_malloc", action="store_true",
-                  help="tune glibc malloc first (training.host_malloc)")
   a = ap.parse_args()
-  host_malloc = a.host_malloc and tune_host_malloc()
   cfg = rjm.preset("smollm2_135m")
   flops = model_flops(cfg, B * T, T)
   shape = (B * T, cfg.d_model, cfg.ffw_dim)
   ref = GemmReference(shape, (4096, 4096, 4096))
   ref_model, ref_square = ref.rates(reps=10)
   print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}; SmolLM2-135M shape, "
-        f"batch {B} x {T}, bf16 compute / f32 master weights / AdamW; "
-        f"host malloc tuned: {host_malloc}")
+        f"batch {B} x {T}, bf16 compute / f32 master weights / AdamW")
   print(f"model FLOPs per step {flops / 1e12:.3f} TFLOP")
   print(f"bf16 GEMM (f32 accumulation), at the start: {ref_model / 1e9:.0f} GFLOP/s at "
         f"{shape}, {ref_square / 1e9:.0f} GFLOP/s at 4096^3")

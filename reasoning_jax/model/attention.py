@@ -31,6 +31,14 @@ from jax import lax
 
 from reasoning_jax.model.config import ModelConfig
 from reasoning_jax.model.matmul import matmul_precision
+from reasoning_jax.sharding.rules import ROLLOUT_RULES, TRAIN_RULES
+
+# The mesh axes rows and heads are split over: the same in both rule tables, so a
+# kernel under `shard_map` sees whole heads and whole rows either way.
+assert TRAIN_RULES.lookup("batch") == ROLLOUT_RULES.lookup("batch")
+assert TRAIN_RULES.lookup("q_heads") == ROLLOUT_RULES.lookup("q_heads")
+_BATCH_AXES = tuple(TRAIN_RULES.lookup("batch"))
+_HEAD_AXIS = TRAIN_RULES.lookup("q_heads")
 
 F32 = jnp.float32
 # A finite "minus infinity": a fully masked row (a padding query) then gives a uniform
@@ -96,7 +104,8 @@ def attention(q_BTNH: jax.Array, k_BKSH: jax.Array, v_BKSH: jax.Array, pos: Posi
       o = splash_attention(q, k, v, pos.q_BT, pos.k_BS, mask, is_local,
                            scale=cfg.query_scale, softcap=cfg.attn_softcap,
                            window=cfg.sliding_window, has_local=pos.local_BTS is not None,
-                           decode=pos.decode, interpret=interpret)
+                           decode=pos.decode, batch_axes=_BATCH_AXES,
+                           head_axis=_HEAD_AXIS, interpret=interpret)
       return xla(q, k, v, mask) if o is None else o.astype(q.dtype)
     return run
 

@@ -24,7 +24,7 @@ from reasoning_jax.objectives import tsallis
 from reasoning_jax.objectives.baselines import reinforce_terms
 from reasoning_jax.objectives.objective import Objective
 from reasoning_jax.objectives.policy import PolicyLossConfig, clipped_policy_terms, loss_metric
-from reasoning_jax.objectives.types import (Array, Metric, ObjectiveInputs, Weighted,
+from reasoning_jax.objectives.types import (Metric, ObjectiveInputs, Weighted,
                                             check_group_size, check_q, masked_metric)
 
 ESTIMATORS = ("rloo", "plugin")
@@ -62,39 +62,12 @@ class GARLBinaryConfig(PolicyLossConfig):
     check_q(self.q)
 
 
-def rationale_answer_sums(inputs: ObjectiveInputs) -> tuple[Array, Array, Array, Array]:
-  """(s_B, a_B, rationale mask, answer mask), the masks restricted to mask_BT."""
-  rat = inputs.rationale_mask_BT * inputs.mask_BT
-  ans = inputs.answer_mask_BT * inputs.mask_BT
-  logp = inputs.logp_BT
-  return jnp.sum(logp * rat, axis=-1), jnp.sum(logp * ans, axis=-1), rat, ans
-
-
-def tsallis_metrics(log_w_NM: Array, inputs: ObjectiveInputs, rat: Array,
-                    ans: Array) -> dict[str, Metric]:
-  """Weight diagnostics: mean log wbar, effective-sample-size share, token NLLs."""
-  n = jnp.asarray(log_w_NM.shape[0], jnp.float32)
-  zero = jnp.zeros(())
-  log_wbar = tsallis.log_mean_weight(log_w_NM)[:, 0]
-  # ESS / M = (sum w)^2 / (M sum w^2), in log space.
-  m = log_w_NM.shape[-1]
-  log_ess = 2 * jax.nn.logsumexp(log_w_NM, -1) - jax.nn.logsumexp(2 * log_w_NM, -1)
-  ess_frac = jnp.exp(log_ess) / m
-  return {
-      "log_wbar": Metric(jnp.sum(log_wbar), n, jnp.sum(log_wbar**2), "mean"),
-      "wbar": Metric(jnp.sum(jnp.exp(log_wbar)), n, zero),
-      "ess_frac": Metric(jnp.sum(ess_frac), n, zero),
-      "rationale_nll": masked_metric(-inputs.logp_BT, rat),
-      "answer_nll": masked_metric(-inputs.logp_BT, ans),
-  }
-
-
 def garl_terms(inputs: ObjectiveInputs,
                cfg: GARLConfig) -> tuple[Weighted, dict[str, Metric]]:
   """GARL surrogate: (Weighted loss over rows, metrics)."""
   B = inputs.logp_BT.shape[0]
   m = check_group_size(B, inputs.group_size)
-  s_B, a_B, rat, ans = rationale_answer_sums(inputs)
+  s_B, a_B, rat, ans = tsallis.rationale_answer_sums(inputs)
   log_w_NM = jax.lax.stop_gradient(a_B).reshape(-1, m)
   if cfg.estimator == "rloo":
     c_NM, e_NM = tsallis.garl_coefficients(log_w_NM, cfg.q)
@@ -105,7 +78,7 @@ def garl_terms(inputs: ObjectiveInputs,
   c_B, e_B = c_NM.reshape(-1) * scale, e_NM.reshape(-1) * scale
   row_B = -(c_B * s_B + e_B * a_B)
   loss = aggregation.aggregate_seq(row_B, rat + ans)
-  metrics = tsallis_metrics(log_w_NM, inputs, rat, ans)
+  metrics = tsallis.tsallis_metrics(log_w_NM, inputs, rat, ans)
   ones = jnp.ones_like(c_B)
   metrics["coef_c_mean"] = masked_metric(c_B, ones)
   metrics["coef_c_std"] = masked_metric(c_B, ones, "std")

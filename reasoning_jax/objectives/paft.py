@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 
 from reasoning_jax.objectives import tsallis
-from reasoning_jax.objectives.garl import rationale_answer_sums, tsallis_metrics
 from reasoning_jax.objectives.objective import Objective
 from reasoning_jax.objectives.policy import loss_metric
 from reasoning_jax.objectives.types import (Metric, ObjectiveInputs, Weighted,
@@ -69,7 +68,7 @@ def paft_terms(inputs: ObjectiveInputs,
                cfg: PAFTConfig) -> tuple[Weighted, dict[str, Metric]]:
   """PAFT surrogate: (Weighted loss over prompts, metrics)."""
   m = check_group_size(inputs.logp_BT.shape[0], inputs.group_size)
-  s_B, a_B, rat, ans = rationale_answer_sums(inputs)
+  s_B, a_B, rat, ans = tsallis.rationale_answer_sums(inputs)
   log_w_NM = jax.lax.stop_gradient(a_B).reshape(-1, m)
   wq_N = jnp.exp((1.0 - cfg.q) * tsallis.log_mean_weight(log_w_NM)[:, 0])
   scale = float(m) ** (-cfg.q) if cfg.scale_by_m_q else 1.0
@@ -77,7 +76,7 @@ def paft_terms(inputs: ObjectiveInputs,
   coef_NM = wq_N[:, None] * n_NM / _k(cfg, m) * scale
   per_prompt_N = -jnp.sum(coef_NM * (s_B + a_B).reshape(-1, m), axis=-1)
   loss = Weighted(jnp.sum(per_prompt_N), jnp.sum(_group_valid(rat + ans, m)))
-  metrics = tsallis_metrics(log_w_NM, inputs, rat, ans)
+  metrics = tsallis.tsallis_metrics(log_w_NM, inputs, rat, ans)
   metrics["distinct_resampled_frac"] = masked_metric(
       (n_NM > 0).astype(coef_NM.dtype), jnp.ones_like(coef_NM))
   metrics["sft_nll"] = loss_metric(loss)

@@ -9,7 +9,7 @@ from reasoning_jax.objectives.types import Metric, ObjectiveInputs, Weighted, ma
 
 
 @dataclasses.dataclass(frozen=True)
-class SFTConfig:
+class SFTLossConfig:
   """SFT aggregation: token-mean by default (see aggregation.AGG_MODES)."""
   agg: str = "token-mean"
   norm_const: int | None = None
@@ -18,11 +18,12 @@ class SFTConfig:
     aggregation.check_agg_mode(self.agg)
 
 
-def sft_terms(inputs: ObjectiveInputs, cfg: SFTConfig) -> tuple[Weighted, dict[str, Metric]]:
+def sft_terms(inputs: ObjectiveInputs,
+              cfg: SFTLossConfig) -> tuple[Weighted, dict[str, Metric]]:
   """-log p of the masked tokens, aggregated with cfg.agg."""
   loss = aggregation.aggregate(-inputs.logp_BT, inputs.mask_BT, cfg.agg, cfg.norm_const)
   return loss, {"nll": masked_metric(-inputs.logp_BT, inputs.mask_BT)}
 
 
-SFT = Objective(name="sft", config_cls=SFTConfig, terms_fn=sft_terms,
+SFT = Objective(name="sft", config_cls=SFTLossConfig, terms_fn=sft_terms,
                 description="SFT: token NLL over the mask")

@@ -7,7 +7,8 @@ answer likelihood, given as log w_m = a_m (the answer tokens' log-prob sum):
   log wbar_-m  = logsumexp(a without m) - log(M - 1)
   c_m          = e_m - exp((1 - q) log wbar_-m)          (Eq. 12 RLOO coefficient)
 Working in log space keeps e_m and c_m finite when every w_m underflows float32 (long
-answers have log w of -100s). This module re-exports the GARL and PAFT objectives.
+answers have log w of -100s). GARL and PAFT (garl.py, paft.py) import this module;
+it imports neither.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from reasoning_jax.objectives.types import Array, check_q
+from reasoning_jax.objectives.types import (Array, Metric, ObjectiveInputs, check_q,
+                                            masked_metric)
 
 
 def _as_groups(x: Array, name: str) -> Array:
@@ -123,17 +125,28 @@ def rewards_to_log_weights(rewards: Array) -> Array:
   return jnp.where(r > 0, jnp.log(jnp.maximum(r, jnp.finfo(r.dtype).tiny)), -jnp.inf)
 
 
-def _reexport():
-  # Imported late: garl/paft import this module for the weight math.
-  from reasoning_jax.objectives import garl as _garl  # pylint: disable=g-import-not-at-top
-  from reasoning_jax.objectives import paft as _paft  # pylint: disable=g-import-not-at-top
-  return _garl, _paft
+def rationale_answer_sums(inputs: ObjectiveInputs) -> tuple[Array, Array, Array, Array]:
+  """(s_B, a_B, rationale mask, answer mask), the masks restricted to mask_BT."""
+  rat = inputs.rationale_mask_BT * inputs.mask_BT
+  ans = inputs.answer_mask_BT * inputs.mask_BT
+  logp = inputs.logp_BT
+  return jnp.sum(logp * rat, axis=-1), jnp.sum(logp * ans, axis=-1), rat, ans
 
 
-def __getattr__(name: str):
-  """Lazily re-exports GARL / PAFT names (GARLConfig, garl_terms, PAFT, ...)."""
-  garl_mod, paft_mod = _reexport()
-  for mod in (garl_mod, paft_mod):
-    if hasattr(mod, name):
-      return getattr(mod, name)
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def tsallis_metrics(log_w_NM: Array, inputs: ObjectiveInputs, rat: Array,
+                    ans: Array) -> dict[str, Metric]:
+  """Weight diagnostics: mean log wbar, effective-sample-size share, token NLLs."""
+  n = jnp.asarray(log_w_NM.shape[0], jnp.float32)
+  zero = jnp.zeros(())
+  log_wbar = log_mean_weight(log_w_NM)[:, 0]
+  # ESS / M = (sum w)^2 / (M sum w^2), in log space.
+  m = log_w_NM.shape[-1]
+  log_ess = 2 * jax.nn.logsumexp(log_w_NM, -1) - jax.nn.logsumexp(2 * log_w_NM, -1)
+  ess_frac = jnp.exp(log_ess) / m
+  return {
+      "log_wbar": Metric(jnp.sum(log_wbar), n, jnp.sum(log_wbar**2), "mean"),
+      "wbar": Metric(jnp.sum(jnp.exp(log_wbar)), n, zero),
+      "ess_frac": Metric(jnp.sum(ess_frac), n, zero),
+      "rationale_nll": masked_metric(-inputs.logp_BT, rat),
+      "answer_nll": masked_metric(-inputs.logp_BT, ans),
+  }

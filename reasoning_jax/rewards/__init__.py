@@ -15,6 +15,7 @@ from reasoning_jax.rewards.qa import (qa_exact_match, qa_f1, qa_normalize,
                                       qa_substring_match)
 from reasoning_jax.rewards.registry import REWARDS, get_reward
 from reasoning_jax.rewards.runner import BatchResult, RewardRunner, make_items
+from reasoning_jax.rewards.scoring import score_examples
 from reasoning_jax.rewards.shaping import (answer_format_reward, combine_rewards,
                                            dapo_overlong_penalty, laser_d_rewards,
                                            laser_d_targets, laser_rewards,

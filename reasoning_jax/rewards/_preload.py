@@ -1,6 +1,6 @@
 """Imported once by the forkserver before it forks reward workers (see runner.py).
 
-Importing sympy and math-verify's LaTeX grammar takes ~1-2 s; doing it here, in the
+Importing sympy and math-verify's LaTeX grammar is slow; doing it here, in the
 server, means every worker (and every replacement of a killed one) starts warm. This
 module exists only for that side effect; the trainer process never imports it.
 """

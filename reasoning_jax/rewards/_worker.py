@@ -14,7 +14,7 @@ READY = "ready"
 
 
 def warm_up() -> None:
-  """Imports sympy/math-verify and runs one parse, so no item pays the ~1 s import."""
+  """Imports sympy/math-verify and runs one parse, so no item pays the slow import."""
   math_equiv.disable_signal_timeouts()
   math_equiv.check_equivalence("\\frac{1}{2}", "x^2")
 

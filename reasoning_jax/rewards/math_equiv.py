@@ -118,7 +118,7 @@ class Verdict:
 
 
 def _mv_parse(s: str):
-  import math_verify  # deferred: sympy import costs ~1 s, the fast path does not need it
+  import math_verify  # deferred: a slow sympy import the fast path does not need
   timeout = _mv_timeout()
   # no_fallback: a failed LaTeX parse must read as "unparsable", not as a raw string.
   parsed = math_verify.parse(f"${s}$", fallback_mode="no_fallback",

@@ -7,6 +7,9 @@ therefore serve every batch, and all sampling knobs are traced.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
+import logging
 from collections.abc import Sequence
 
 import jax
@@ -15,9 +18,11 @@ import numpy as np
 
 from reasoning_jax import model as rjm
 from reasoning_jax.sampling import budget as bud
-from reasoning_jax.sampling.loop import Knobs, decode_plan, program
-from reasoning_jax.sampling.sharding import local_rows
+from reasoning_jax.sampling.loop import Knobs, program
+from reasoning_jax.sharding.batch import local_rows
 from reasoning_jax.sampling.state import SampleOutput
+
+log = logging.getLogger("reasoning_jax")
 
 
 def bucket(n: int, minimum: int = 8) -> int:
@@ -110,6 +115,114 @@ def _platform(params) -> str:
   return jax.default_backend()
 
 
+@functools.cache
+def _log_backend(setting: str, platform: str) -> None:
+  """Says once per (setting, platform) which attention implementation decodes."""
+  runs = "pallas" if setting == "pallas" or (setting == "auto" and platform == "tpu") \
+      else "xla"
+  if runs == "pallas" and platform != "tpu":
+    runs = "pallas (interpreted: a TPU kernel off a TPU, for checking only)"
+  log.info("sampling on %s with attention backend %s (attention_backend=%r)",
+           platform, runs, setting)
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleCall:
+  """One `generate` call laid out for the program (`plan_call`): host arrays and the
+  program's static arguments.
+
+  Attributes:
+    tokens, positions, lengths, valid: this process's left-padded prompt rows.
+    knobs: the traced sampling settings (`loop.Knobs`).
+    static: `loop.sample_program`'s static arguments (cfg, group, new_bucket).
+    procs: processes that each hold a block of rows (1 without a sharding).
+    real_rows: rows holding this process's prompts' samples (the rest fill buckets).
+    max_new: tokens to keep per row.
+  """
+  tokens: np.ndarray
+  positions: np.ndarray
+  lengths: np.ndarray
+  valid: np.ndarray
+  knobs: Knobs
+  static: dict
+  procs: int
+  real_rows: int
+  max_new: int
+
+
+def _check_lengths(prompts, longest: int, max_new: int, max_len: int) -> None:
+  if longest + max_new > max_len:
+    i = max(range(len(prompts)), key=lambda j: len(prompts[j]))
+    raise ValueError(f"prompt {i} has {longest} tokens; with max_new_tokens={max_new} "
+                     f"it needs {longest + max_new} cache slots but max_len is {max_len}; "
+                     "shorten the prompt, lower max_new_tokens or raise max_len")
+
+
+def _global_longest(prompts, procs: int) -> int:
+  """The longest prompt over every process (each must pass as many prompts)."""
+  longest = max(len(p) for p in prompts)
+  if procs == 1:
+    return longest
+  from jax.experimental import multihost_utils
+  info = np.asarray(multihost_utils.process_allgather(
+      np.asarray([longest, len(prompts)], np.int32)))
+  if len(set(info[:, 1].tolist())) != 1:
+    raise ValueError(f"every process must pass the same number of prompts, got "
+                     f"{info[:, 1].tolist()} (process order)")
+  return int(info[:, 0].max())
+
+
+def _row_bucket(n_prompts: int, procs: int, data: int) -> int:
+  """Rows of the program's batch: a power-of-two bucket, a multiple of `data`."""
+  n = n_prompts * procs
+  rows = -(-bucket(n, 1) // data) * data
+  if procs > 1 and rows != n:
+    raise ValueError(f"{procs} processes x {n_prompts} prompts = {n}, but the batch "
+                     f"bucket is {rows} rows (a power of two, a multiple of the data size "
+                     f"{data}); with several processes use a prompt count that fills it, "
+                     f"e.g. {rows}")
+  return rows
+
+
+def plan_call(config: rjm.ModelConfig, prompts, *, key, max_new_tokens: int,
+              num_samples: int = 1, temperature: float = 1.0, top_k: int = 0,
+              top_p: float = 1.0, stop_tokens: Sequence[int] = (),
+              budget: bud.ThinkingBudget | None = None, pad_id: int = 0,
+              max_len: int | None = None, sharding=None) -> SampleCall:
+  """Check a `generate` call's arguments (clear errors before any work) and lay it out
+  as the program's host arrays and static arguments; see `generate` for the args."""
+  if not isinstance(config, rjm.ModelConfig):
+    raise TypeError(f"config must be a reasoning_jax.model.ModelConfig, got "
+                    f"{type(config).__name__}")
+  prompts = _check_prompts(prompts, config.vocab_size)
+  max_new = _as_int(max_new_tokens, "max_new_tokens")
+  if max_new < 1:
+    raise ValueError(f"max_new_tokens must be >= 1, got {max_new}")
+  group = _as_int(num_samples, "num_samples")
+  if group < 1:
+    raise ValueError(f"num_samples must be >= 1, got {group}")
+  temperature, top_k, top_p = _check_knobs(temperature, top_k, top_p)
+  max_len = config.max_seq_len if max_len is None else _as_int(max_len, "max_len")
+  procs = jax.process_count() if sharding is not None else 1
+  longest = _global_longest(prompts, procs)
+  _check_lengths(prompts, longest, max_new, max_len)
+  stops = np.asarray(list(stop_tokens), np.int64).reshape(-1)
+  if stops.size and (stops.min() < 0 or stops.max() >= config.vocab_size):
+    raise ValueError(f"stop_tokens has ids outside [0, {config.vocab_size}): "
+                     f"{stops.tolist()}")
+  stop_K = np.full((bucket(stops.size, 4),), -1, np.int32)
+  stop_K[:stops.size] = stops
+  knobs = Knobs(key=_check_key(key), temperature=np.float32(temperature),
+                top_k=np.int32(top_k), top_p=np.float32(top_p), max_new=np.int32(max_new),
+                stop_K=stop_K, pad_id=np.int32(_as_int(pad_id, "pad_id")),
+                budget=bud.budget_arrays(budget, config.vocab_size))
+  rows = _row_bucket(len(prompts), procs, 1 if sharding is None else sharding.data_size)
+  arrays = left_pad(prompts, bucket(longest), rows // procs)
+  return SampleCall(*arrays, knobs=knobs, procs=procs, real_rows=len(prompts) * group,
+                    max_new=max_new,
+                    static=dict(cfg=config, group=group, new_bucket=bucket(max_new)))
+
+
 def generate(params, config: rjm.ModelConfig, prompts, *, key, max_new_tokens: int,
              num_samples: int = 1, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, stop_tokens: Sequence[int] = (),
@@ -132,8 +245,8 @@ def generate(params, config: rjm.ModelConfig, prompts, *, key, max_new_tokens: i
     budget: an optional `ThinkingBudget` (forced end-of-thinking, answer budget).
     pad_id: the id written after each row's end.
     max_len: the longest prompt + generation allowed (default `config.max_seq_len`).
-    sharding: an optional `reasoning_jax.sampling.RolloutSharding` (batch over the data
-      axis, heads over the tensor axis); None runs wherever the params live.
+    sharding: an optional `reasoning_jax.sharding.RolloutSharding` (batch over the
+      data axis, heads over the tensor axis); None runs wherever the params live.
       With several jax processes and a sharding, `prompts` are this process's
       contiguous block of the global batch (every process passes the same number;
       process p's prompts are global prompts p*B .. p*B+B-1), the global batch must
@@ -147,75 +260,24 @@ def generate(params, config: rjm.ModelConfig, prompts, *, key, max_new_tokens: i
     A `SampleOutput` with `[B*G, max_new_tokens]` tokens and log-probs, per-row
     lengths, finish reasons, forced-token mask, prompt lengths and group indices.
   """
-  if not isinstance(config, rjm.ModelConfig):
-    raise TypeError(f"config must be a reasoning_jax.model.ModelConfig, got "
-                    f"{type(config).__name__}")
-  prompts = _check_prompts(prompts, config.vocab_size)
-  max_new = _as_int(max_new_tokens, "max_new_tokens")
-  if max_new < 1:
-    raise ValueError(f"max_new_tokens must be >= 1, got {max_new}")
-  group = _as_int(num_samples, "num_samples")
-  if group < 1:
-    raise ValueError(f"num_samples must be >= 1, got {group}")
-  temperature, top_k, top_p = _check_knobs(temperature, top_k, top_p)
-  max_len = config.max_seq_len if max_len is None else _as_int(max_len, "max_len")
-  longest = max(len(p) for p in prompts)
-  procs = jax.process_count() if sharding is not None else 1
-  if procs > 1:
-    # Every process must pad to the same prompt bucket and hold as many prompts.
-    from jax.experimental import multihost_utils
-    info = np.asarray(multihost_utils.process_allgather(
-        np.asarray([longest, len(prompts)], np.int32)))
-    if len(set(info[:, 1].tolist())) != 1:
-      raise ValueError(f"every process must pass the same number of prompts, got "
-                       f"{info[:, 1].tolist()} (process order)")
-    longest = int(info[:, 0].max())
-  if longest + max_new > max_len:
-    i = max(range(len(prompts)), key=lambda j: len(prompts[j]))
-    raise ValueError(f"prompt {i} has {longest} tokens; with max_new_tokens={max_new} "
-                     f"it needs {longest + max_new} cache slots but max_len is {max_len}; "
-                     "shorten the prompt, lower max_new_tokens or raise max_len")
-  stops = np.asarray(list(stop_tokens), np.int64).reshape(-1)
-  if stops.size and (stops.min() < 0 or stops.max() >= config.vocab_size):
-    raise ValueError(f"stop_tokens has ids outside [0, {config.vocab_size}): "
-                     f"{stops.tolist()}")
-  pad_id = _as_int(pad_id, "pad_id")
-  key = _check_key(key)
-  budget_arrays = bud.budget_arrays(budget, config.vocab_size)
-
-  data = 1 if sharding is None else sharding.data_size
-  n = len(prompts) * procs
-  rows = bucket(n, 1)
-  rows = -(-rows // data) * data
-  if procs > 1 and rows != n:
-    raise ValueError(f"{procs} processes x {len(prompts)} prompts = {n}, but the batch "
-                     f"bucket is {rows} rows (a power of two, a multiple of the data size "
-                     f"{data}); with several processes use a prompt count that fills it, "
-                     f"e.g. {rows}")
-  new_bucket = bucket(max_new)
-  tokens, positions, lengths, valid = left_pad(prompts, bucket(longest), rows // procs)
-  stop_K = np.full((bucket(stops.size, 4),), -1, np.int32)
-  stop_K[:stops.size] = stops
-  knobs = Knobs(key=key, temperature=np.float32(temperature), top_k=np.int32(top_k),
-                top_p=np.float32(top_p), max_new=np.int32(max_new), stop_K=stop_K,
-                pad_id=np.int32(pad_id), budget=budget_arrays)
-  if procs > 1:
-    tokens, positions, lengths, valid = sharding.put_process_rows(
-        (tokens, positions, lengths, valid), procs)
+  call = plan_call(config, prompts, key=key, max_new_tokens=max_new_tokens,
+                   num_samples=num_samples, temperature=temperature, top_k=top_k,
+                   top_p=top_p, stop_tokens=stop_tokens, budget=budget, pad_id=pad_id,
+                   max_len=max_len, sharding=sharding)
+  arrays = (call.tokens, call.positions, call.lengths, call.valid)
+  if call.procs > 1:
+    arrays = sharding.put_process_rows(arrays, call.procs)
   elif sharding is not None:
-    tokens, positions, lengths, valid = sharding.put_batch((tokens, positions, lengths,
-                                                            valid))
+    arrays = sharding.put_batch(arrays)
+  _log_backend(config.attention_backend, _platform(params))
   out = program(compiler_options)(
-      params, tokens, positions, lengths, valid, knobs, cfg=config, group=group,
-      new_bucket=new_bucket, constrain=None if sharding is None else sharding.constrain,
-      plan=decode_plan(_platform(params), sharding is not None, rows=rows * group,
-                       dtype=config.dtype))
-  if procs > 1:
-    lo = jax.process_index() * len(prompts) * group
-    hi = lo + len(prompts) * group
-    return jax.tree.map(lambda x: local_rows(x, lo, hi)[:, :max_new] if x.ndim == 2
-                        else local_rows(x, lo, hi), out)
-  real = len(prompts) * group
-  if real == rows * group and max_new == new_bucket:
+      params, *arrays, call.knobs, **call.static,
+      constrain=None if sharding is None else sharding.constrain)
+  n, real = call.max_new, call.real_rows
+  if call.procs > 1:
+    lo = jax.process_index() * real
+    return jax.tree.map(lambda x: local_rows(x, lo, lo + real)[:, :n] if x.ndim == 2
+                        else local_rows(x, lo, lo + real), out)
+  if real == out.tokens.shape[0] and n == call.static["new_bucket"]:
     return out
-  return jax.tree.map(lambda x: x[:real, :max_new] if x.ndim == 2 else x[:real], out)
+  return jax.tree.map(lambda x: x[:real, :n] if x.ndim == 2 else x[:real], out)

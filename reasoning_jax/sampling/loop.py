@@ -76,10 +76,8 @@ def _write(buf_RN: jax.Array, col: jax.Array, val_R: jax.Array) -> jax.Array:
   return lax.dynamic_update_slice(buf_RN, val_R[:, None].astype(buf_RN.dtype), (0, col))
 
 
-def choose(s: DecodeState, logits_RV: jax.Array, rows: RowInfo, k: Knobs, *,
-           cpu_kernel: bool = False) -> DecodeState:
-  """Pick step `s.step`'s token for every row (sampled or forced) and update the flags
-  (`cpu_kernel`: the model log-probabilities' log-sum-exp in the CPU kernel)."""
+def choose(s: DecodeState, logits_RV: jax.Array, rows: RowInfo, k: Knobs) -> DecodeState:
+  """Pick step `s.step`'s token for every row (sampled or forced) and update the flags."""
   t = s.step
   b = k.budget
   E = s.window_RE.shape[1]
@@ -93,7 +91,7 @@ def choose(s: DecodeState, logits_RV: jax.Array, rows: RowInfo, k: Knobs, *,
   force_idx = jnp.where(start_force, 0, s.force_idx_R)
   tok = jnp.where(forcing, b.end_E[jnp.clip(force_idx, 0, E - 1)], sampled)
   lp = jnp.where(forcing, 0.0, sampled_lp)  # a forced token comes from a point mass
-  model_lp = processors.token_logprobs(logits_RV, tok, cpu_kernel=cpu_kernel)
+  model_lp = processors.token_logprobs(logits_RV, tok)
 
   window = bud.push(s.window_RE, tok)
   thinking = phase == bud.THINK
@@ -147,34 +145,14 @@ def _initial_state(cache, last_R, valid_R, k: Knobs, N: int, E: int) -> DecodeSt
       window_RE=jnp.full((R, E), -1, I32))
 
 
-@dataclasses.dataclass(frozen=True)
-class DecodePlan:
-  """Static choices of the decode step's form (hashable: a jit static argument).
-
-  Attributes:
-    layout: the decode weights' layout (`model.decode_params`).
-    unstack: per-layer weight buffers, the layers unrolled (`model.decode_params`).
-    sum_attention: decode attention as multiplies and sums (`attention(by_sums=True)`).
-    cpu_matvec: the decode step's products in the CPU kernel of `model.cpu_matvec`
-      (bf16 weights, at most `cpu_matvec.max_rows()` rows).
-    packed: with `cpu_matvec`, the weights also `cpu_matvec.pack`ed for its GEMMs
-      (`model.decode_params`).
-  """
-  layout: str = "stacked"
-  unstack: bool = False
-  sum_attention: bool = False
-  cpu_matvec: bool = False
-  packed: bool = False
-
-
-_STATIC = ("cfg", "group", "new_bucket", "constrain", "plan")
+_STATIC = ("cfg", "group", "new_bucket", "constrain")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def sample_program(params, tokens_BP: jax.Array, positions_BP: jax.Array,
                    prompt_len_B: jax.Array, valid_B: jax.Array, knobs: Knobs, *,
                    cfg: rjm.ModelConfig, group: int, new_bucket: int,
-                   constrain=None, plan: DecodePlan = DecodePlan()) -> SampleOutput:
+                   constrain=None) -> SampleOutput:
   """Prefill the left-padded prompts once, repeat for the group, decode until done.
 
   Args:
@@ -185,7 +163,6 @@ def sample_program(params, tokens_BP: jax.Array, positions_BP: jax.Array,
     cfg, group, new_bucket: static config, samples per prompt, new-token bucket.
     constrain: optional static callable `(pytree, kind) -> pytree` adding sharding
       constraints ("cache" or "rows"); None on one device.
-    plan: how the decode step is laid out for the backend (`decode_plan`).
   """
   B, P = tokens_BP.shape
   R = B * group
@@ -193,22 +170,19 @@ def sample_program(params, tokens_BP: jax.Array, positions_BP: jax.Array,
   # Float32 master weights with bf16 compute: cast once per call, before the loop, so
   # every decode step reads bf16 weights (half the bytes) instead of casting per use;
   # layer weights travel as bits so XLA cannot re-convert them per step.
-  params = rjm.decode_params(params, cfg, layout=plan.layout, unstack=plan.unstack,
-                             cpu_matvec=plan.cpu_matvec, packed=plan.packed)
+  params = rjm.decode_params(params, cfg)
   # The prefill fills the cache with every prompt token but computes no logits; the
   # loop's first step runs each prompt's last token again (left padding puts it in the
   # last column of every row), rewriting its slot, and chooses from its logits. So the
   # output head exists only inside the loop: a separate prefill head made XLA:CPU
-  # convert the embedding to float32 twice more per call at batch 1 (two extra 113 MB
-  # copies for SmolLM2), and carrying the logits cost R * V * 4 bytes (311 MB at 512
-  # rows of a 152k vocabulary). The prefill keeps all P columns (not P - 1) so that
+  # convert the embedding to float32 twice more per call, and carrying the logits
+  # costs R * V * 4 bytes. The prefill keeps all P columns (not P - 1) so that
   # its matmul shapes, and hence its rounding, stay those of the bucket; its last
   # column is the one token computed twice, which replaces the old loop's wasted
   # forward pass after the last token.
   with jax.named_scope("prefill"):
     cache = hold(rjm.init_cache(cfg, B, P), "cache")
-    _, cache = rjm.forward_hidden(params, tokens_BP, positions_BP, cfg, cache,
-                                  cpu_matvec=plan.cpu_matvec)
+    _, cache = rjm.forward_hidden(params, tokens_BP, positions_BP, cfg, cache)
     cache = dataclasses.replace(cache, index=cache.index - 1)
   cache = hold(_grow_cache(cache, group, new_bucket), "cache")
   last_R = jnp.repeat(tokens_BP[:, -1], group) if group > 1 else tokens_BP[:, -1]
@@ -229,10 +203,9 @@ def sample_program(params, tokens_BP: jax.Array, positions_BP: jax.Array,
   def body(s: DecodeState):
     pos_R = rows.prompt_len_R + s.step - 1  # position of `last_R`
     logits_R1V, cache = rjm.forward(params, s.last_R[:, None], pos_R[:, None], cfg,
-                                    s.cache, sum_attention=plan.sum_attention,
-                                    cpu_matvec=plan.cpu_matvec)
+                                    s.cache)
     s = choose(dataclasses.replace(s, cache=hold(cache, "cache")), logits_R1V[:, 0],
-               rows, knobs, cpu_kernel=plan.cpu_matvec)
+               rows, knobs)
     return hold(s, "rows")
 
   with jax.named_scope("decode"):
@@ -244,45 +217,6 @@ def sample_program(params, tokens_BP: jax.Array, positions_BP: jax.Array,
       finish_reason=s.finish_R,
       think_lengths=jnp.where(s.think_len_R < 0, s.length_R, s.think_len_R),
       prompt_lengths=prompt_len_R, group=group_R)
-
-
-def decode_plan(platform: str, sharded: bool, *, rows: int = 0,
-                dtype=None) -> DecodePlan:
-  """How to lay out the decode step on a backend platform ("cpu", "gpu", "tpu") for
-  `rows` decoded rows of a model computing in `dtype`.
-
-  CPUs decoding a bf16 model on one device run every product of the step in the
-  kernel of `model.cpu_matvec` at `rows` <= `cpu_matvec.max_rows()`: at one row it
-  reads the bf16 weights once at close to the memory bandwidth, where XLA:CPU
-  converts them to float32 first; up to 64 rows on CPUs with AVX-512 BF16 its GEMMs
-  multiply bf16 pairs (`vdpbf16ps`), 1.4-2.1x XLA's float32 GEMMs, and read the
-  weights in place, where XLA copied each layer's slices out of the stacks every step
-  (docs/benchmarks.md); above one row they read a copy packed for them
-  (`cpu_matvec.pack`, made once per call: ~50 ms for SmolLM2-135M, against 2.4x the
-  GEMMs' speed on the stacks). The weights keep the stacked layout: the fused
-  and transposed ones cost copies of every layer matrix per call (~0.5 s for
-  SmolLM2-135M on a 2-core CPU). Where numba is missing, XLA's products run.
-
-  GPUs get fused q/k/v and gate/up matrices stored `[out, in]` ("fused_t"), per-layer
-  weight buffers (the layers unrolled) and attention as sums: a small model's GPU
-  decode step is bound by its kernel count, and this plan runs every batch-1
-  matrix-vector product as one kernel, drops the layer loop's own kernels and the
-  per-layer copies of the KV cache and (batch > 1) of the weights
-  (`benchmarks/gpu_kernels.py`, SmolLM2-135M: 736 -> 432 kernels per step at batch 1,
-  878 -> 514 at batch 64). Tensor-sharded weights keep the stacked layout (the fused
-  matrices would mix head shards). Other CPU cases and TPUs keep the default: with
-  XLA's products on CPU the fused layout measured no faster and an unrolled layer
-  loop slower (docs/benchmarks.md); TPUs are unmeasured.
-  """
-  if platform == "cpu":
-    if (not sharded and rows > 0 and dtype is not None
-        and jnp.dtype(dtype) == jnp.bfloat16 and rows <= rjm.cpu_matvec.max_rows()):
-      return DecodePlan(cpu_matvec=True, packed=rows > 1 and rjm.cpu_matvec.max_rows() > 1)
-    return DecodePlan()
-  if platform != "gpu":
-    return DecodePlan()
-  return DecodePlan(layout="stacked" if sharded else "fused_t", unstack=True,
-                    sum_attention=True)
 
 
 @functools.cache

@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from reasoning_jax import model as rjm
 
 from reasoning_jax.sampling import vocab
 
@@ -122,15 +121,7 @@ def sample(keys_B, logits_BV: jax.Array, temperature, top_k, top_p, *,
   return lax.cond(temperature <= 0.0, greedy, stochastic, None)
 
 
-def token_logprobs(logits_BV: jax.Array, tokens_B: jax.Array, *,
-                   cpu_kernel: bool = False) -> jax.Array:
-  """log softmax(logits)[token] per row: the unmodified model's log-probability.
-
-  With `cpu_kernel` (a decode step on the CPU kernel plan, `loop.DecodePlan`), the
-  log-sum-exp runs in `model.cpu_matvec.logsumexp` on both cores (within ~1e-6)."""
+def token_logprobs(logits_BV: jax.Array, tokens_B: jax.Array) -> jax.Array:
+  """log softmax(logits)[token] per row: the unmodified model's log-probability."""
   logits_BV = logits_BV.astype(F32)
-  if cpu_kernel:
-    lse_B = rjm.cpu_matvec.logsumexp(logits_BV)
-  else:
-    lse_B = jax.nn.logsumexp(logits_BV, axis=-1)
-  return vocab.take(logits_BV, tokens_B) - lse_B
+  return vocab.take(logits_BV, tokens_B) - jax.nn.logsumexp(logits_BV, axis=-1)

@@ -1,23 +1,21 @@
 """How hard XLA works on a run's programs: `RunConfig.compile_mode`.
 
 On a CPU, XLA takes every fused kernel of a program through its MLIR fusion emitters
-and then LLVM at full optimisation: ~10 ms of CPU per kernel whatever its size. An RL
-step holds ~400 kernels (sampler, scoring, update), so a small model's first step is
-mostly compilation. "fast" compiles with the older fused-kernel emitters and LLVM -O1.
-Measured on ref-tiny (docs/benchmarks.md, RL step): the compilation halves (sampler
-1.96 -> 1.08 s, update 2.60 -> 1.32 s), the cold first RL step falls from 6.7-7.0 to
-3.9-4.2 s, and the warm step gets ~8% slower (the update +16%, the rollout unchanged).
-A SmolLM2-135M-shape model pays far more for the same options: its train step went
-from 4.7 to 6.9 s and its batch-1 decode step from 15 to 17 ms.
+and then LLVM at full optimisation, at a cost per kernel whatever its size. An RL step
+holds hundreds of kernels (sampler, scoring, update), so a small model's first step is
+mostly compilation. "fast" compiles with the older fused-kernel emitters and LLVM -O1:
+compilation takes about half as long and the compiled steps run a little slower. A
+large model pays far more for the same options (its steps run much slower and it
+compiles only a few programs), so the trade is worth it only for small models
+(benchmarks/rl_step.py --compile_mode measures it).
 
 So "auto" (the default) compiles fast for models up to `AUTO_FAST_MAX_PARAMS` on a CPU
 backend and fully optimised otherwise; "fast" and "optimized" force one. TPU and GPU
 programs are always compiled with XLA's defaults: these options are CPU backend flags.
 Newer XLAs drop debug options (jax 0.12's has no `xla_cpu_use_fusion_emitters`: its
-older emitters are gone), so each option is kept only if this XLA accepts it. On jax
-0.12 "fast" is LLVM -O1 alone: ref-tiny's first step 6.75-6.95 -> 6.0 s.
-(`xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE`, accepted by both, did not help:
-first step 7.2 s on 0.12, 8.0 s on 0.10.)
+older emitters are gone), so each option is kept only if this XLA accepts it; there
+"fast" is LLVM -O1 alone. (`xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE`, accepted
+by both, did not shorten the first step.)
 """
 from __future__ import annotations
 
@@ -36,8 +34,8 @@ COMPILE_MODES = ("auto", "fast", "optimized")
 FAST_CPU_OPTIONS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False,
                                     "xla_backend_optimization_level": 1}
 
-# ref-tiny (4.3 M params) is compile-bound for its first ~30 steps; SmolLM2-135M is
-# run-bound from its first step. The line sits well between the two.
+# A model of a few million params is compile-bound for its first tens of steps; one of
+# over a hundred million is run-bound from its first step. The line sits between them.
 AUTO_FAST_MAX_PARAMS = 20_000_000
 
 

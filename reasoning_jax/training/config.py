@@ -154,19 +154,14 @@ class RunConfig:
   `mesh` is (data, fsdp, tensor); one entry may be -1 (whatever the device count
   leaves). `distributed`: "auto" calls `jax.distributed.initialize()` when the
   environment says this is one worker of a multi-host TPU, "on" always, "off" never
-  (see `training.distributed.maybe_initialize`). `compilation_cache`: the persistent
+  (see `training.multihost.maybe_initialize`). `compilation_cache`: the persistent
   XLA compilation cache directory ("" turns it off; an already-configured JAX cache
   wins; see `training.compile_cache`). `compile_ahead`: compile an RL step's scoring
   and update programs on background threads while it samples (single process).
   `compile_mode`: "auto" (default), "fast" or "optimized": how hard XLA:CPU compiles
-  the run's programs; "auto" compiles models of up to 20 M params fast (the first RL
-  step of ref-tiny: 6.7 -> 4 s, warm steps ~8% slower) and larger ones optimised
-  (SmolLM2-135M's train step is 45% slower compiled fast); see
-  `training.compile_mode`. No effect on TPU/GPU.
-  `host_malloc`: tune glibc malloc before JAX starts (`training.host_malloc`; CPU
-  only). It pays off for large models: the SmolLM2-shape train step with remat
-  "none" went from 9.2 to 6.5 s; it slows small multi-threaded work (ref-tiny's RL
-  step: first step 9.3 -> 13.4 s, warm 1.10 -> 1.35 s), so it is off by default.
+  the run's programs; "auto" compiles small models fast (their first step is mostly
+  compilation) and larger ones optimised (fast-compiled code runs slower, which a
+  large model's steps pay for); see `training.compile_mode`. No effect on TPU/GPU.
   """
   seed: int = 0
   checkpoint_every: int = 25
@@ -183,7 +178,6 @@ class RunConfig:
   compilation_cache: str = "~/.cache/reasoning_jax/xla"
   compile_ahead: bool = True
   compile_mode: str = "auto"
-  host_malloc: bool = False
 
 
 @gin.configurable(module="rj")

@@ -105,7 +105,18 @@ class HealthMonitor:
       reward_failures: how many reward computations failed (timeouts, errors).
       reward_total: how many were attempted (default: the number of rewards).
     """
-    cfg, out = self.config, []
+    out: list[str] = []
+    apply_update = self._check_finite(step, loss, grad_norm, out)
+    if rewards is not None:
+      self._check_zero_rewards(step, rewards, out)
+    if truncated is not None:
+      self._check_truncation(step, truncated, out)
+    if reward_failures is not None:
+      self._check_reward_failures(step, reward_failures, reward_total, rewards, out)
+    return HealthReport(apply_update=apply_update, warnings=tuple(out))
+
+  def _check_finite(self, step: int, loss, grad_norm, out: list[str]) -> bool:
+    """Whether loss and gradients are finite (else the update is refused and counted)."""
     apply_update = True
     for name, value in (("loss", loss), ("gradients", grad_norm)):
       if value is not None and not _all_finite(value):
@@ -116,43 +127,43 @@ class HealthMonitor:
                    "all-padding rows.", out, rate_limited=False)
     if not apply_update:
       self.refused_steps += 1
+    return apply_update
 
-    if rewards is not None:
-      r = np.asarray(rewards, dtype=np.float64)
-      if r.size and np.all(r == 0):
-        self.zero_reward_streak += 1
-        if self.zero_reward_streak % cfg.zero_reward_patience == 0:
-          self._warn("zero_rewards", step,
-                     f"all rewards have been 0 for {self.zero_reward_streak} consecutive "
-                     "steps; nothing is being learned. Check that answers are extracted "
-                     "(format, \\boxed{}), that the verifier does not time out, and that "
-                     "the generation budget leaves room for an answer.", out,
-                     rate_limited=False)
-      else:
-        self.zero_reward_streak = 0
+  def _check_zero_rewards(self, step: int, rewards, out: list[str]) -> None:
+    r = np.asarray(rewards, dtype=np.float64)
+    if not (r.size and np.all(r == 0)):
+      self.zero_reward_streak = 0
+      return
+    self.zero_reward_streak += 1
+    if self.zero_reward_streak % self.config.zero_reward_patience == 0:
+      self._warn("zero_rewards", step,
+                 f"all rewards have been 0 for {self.zero_reward_streak} consecutive "
+                 "steps; nothing is being learned. Check that answers are extracted "
+                 "(format, \\boxed{}), that the verifier does not time out, and that "
+                 "the generation budget leaves room for an answer.", out,
+                 rate_limited=False)
 
-    if truncated is not None:
-      t = np.asarray(truncated, dtype=np.float64)
-      frac = float(t.mean()) if t.ndim else float(t)
-      if frac > cfg.truncation_threshold:
-        self._warn("truncation", step,
-                   f"{frac:.0%} of completions were truncated at the length limit "
-                   f"(threshold {cfg.truncation_threshold:.0%}); they usually get no "
-                   "reward. Raise max_new_tokens / the thinking budget, or add a "
-                   "length penalty.", out)
+  def _check_truncation(self, step: int, truncated, out: list[str]) -> None:
+    t = np.asarray(truncated, dtype=np.float64)
+    frac = float(t.mean()) if t.ndim else float(t)
+    limit = self.config.truncation_threshold
+    if frac > limit:
+      self._warn("truncation", step,
+                 f"{frac:.0%} of completions were truncated at the length limit "
+                 f"(threshold {limit:.0%}); they usually get no reward. Raise "
+                 "max_new_tokens / the thinking budget, or add a length penalty.", out)
 
-    if reward_failures is not None:
-      total = reward_total
-      if total is None and rewards is not None:
-        total = int(np.asarray(rewards).size)
-      if total is None or total <= 0:
-        raise ValueError("reward_failures needs reward_total (or rewards) to compute a "
-                         "failure fraction")
-      frac = reward_failures / total
-      if frac > cfg.reward_failure_threshold:
-        self._warn("reward_failures", step,
-                   f"{reward_failures}/{total} reward computations failed ({frac:.0%}, "
-                   f"threshold {cfg.reward_failure_threshold:.0%}); failed items score "
-                   "0. Check the reward runner's log for timeouts or exceptions, or "
-                   "raise its timeout.", out)
-    return HealthReport(apply_update=apply_update, warnings=tuple(out))
+  def _check_reward_failures(self, step: int, failures: int, total: int | None, rewards,
+                             out: list[str]) -> None:
+    if total is None and rewards is not None:
+      total = int(np.asarray(rewards).size)
+    if total is None or total <= 0:
+      raise ValueError("reward_failures needs reward_total (or rewards) to compute a "
+                       "failure fraction")
+    frac = failures / total
+    limit = self.config.reward_failure_threshold
+    if frac > limit:
+      self._warn("reward_failures", step,
+                 f"{failures}/{total} reward computations failed ({frac:.0%}, "
+                 f"threshold {limit:.0%}); failed items score 0. Check the reward "
+                 "runner's log for timeouts or exceptions, or raise its timeout.", out)

@@ -79,8 +79,8 @@ def _summary_writer_class():
   """tensorboardX's SummaryWriter, imported without torch unless torch is loaded.
 
   tensorboardX's writer module imports torch when it is installed (Colab, or our test
-  venv) only to annotate types; that costs 2-3 s per process, and every launched or
-  resumed job pays it. We write float scalars only, so torch is hidden from that one
+  venv) only to annotate types; importing torch is slow, and every launched or resumed
+  job would pay it. We write float scalars only, so torch is hidden from that one
   import (a None entry in sys.modules makes `import torch` raise ImportError, which
   tensorboardX catches) unless the process already has it.
   """

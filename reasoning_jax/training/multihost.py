@@ -7,7 +7,7 @@ Two ways a run becomes multi-process:
   `jax.distributed.initialize` with them and turns on gloo collectives on CPU, so one
   CPU machine runs the same multi-host code path as a pod.
 - On a TPU pod slice every worker runs the same command and `jax.distributed.initialize()`
-  reads everything from the TPU runtime (`training.distributed.maybe_initialize`).
+  reads everything from the TPU runtime (`maybe_initialize`).
 
 Lost peers: jax's coordination service gets a heartbeat from every process; when one
 stops (killed, crashed, preempted) for `heartbeat_timeout_s`, every survivor aborts
@@ -36,6 +36,8 @@ ENV_NUM_PROCESSES = "REASONING_JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "REASONING_JAX_PROCESS_ID"
 ENV_HEARTBEAT = "REASONING_JAX_HEARTBEAT_TIMEOUT"
 DEFAULT_HEARTBEAT_S = 30
+# Set by the Cloud TPU runtime on every worker of a multi-host slice.
+_TPU_ENV = ("TPU_WORKER_HOSTNAMES", "CLOUD_TPU_TASK_ID", "MEGASCALE_COORDINATOR_ADDRESS")
 
 
 def launched(env: Mapping[str, str] | None = None) -> bool:
@@ -117,6 +119,54 @@ def initialize_from_env(env: Mapping[str, str] | None = None, initialize=None) -
   (initialize or jax.distributed.initialize)(
       coordinator_address=address, num_processes=n, process_id=pid,
       **_initialize_kwargs(heartbeat))
+
+
+def on_multihost_tpu(env: Mapping[str, str] | None = None) -> bool:
+  """True when the environment says this process is one worker of a multi-host TPU.
+
+  `TPU_WORKER_HOSTNAMES` lists every worker of the slice (one name on a single-host
+  VM such as a v5e-8, so it alone is not enough); `CLOUD_TPU_TASK_ID` and
+  `MEGASCALE_COORDINATOR_ADDRESS` are only set on multi-host / multi-slice jobs.
+  """
+  env = os.environ if env is None else env
+  hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]
+  return len(hosts) > 1 or any(env.get(k) for k in _TPU_ENV[1:])
+
+
+def maybe_initialize(mode: str = "auto", env: Mapping[str, str] | None = None,
+                     initialize=None) -> bool:
+  """Call `jax.distributed.initialize()` when this is a multi-host run.
+
+  Must run before anything touches a device. On a TPU pod every worker runs the same
+  command; with no arguments jax reads the coordinator, process count and id from the
+  TPU metadata, so nothing has to be passed per worker.
+
+  Args:
+    mode: "auto" (initialize when `on_multihost_tpu(env)` or when started by
+      `reasoning-jax launch`), "on" (always; e.g. GPU clusters with
+      `JAX_COORDINATOR_ADDRESS` etc. set), "off" (never).
+    env: the environment to read (default `os.environ`).
+    initialize: the function to call (default `jax.distributed.initialize`); tests
+      pass a recorder.
+
+  Returns:
+    Whether it initialized.
+  """
+  if mode not in ("auto", "on", "off"):
+    raise ValueError(f"distributed mode {mode!r}: use 'auto', 'on' or 'off'")
+  if mode != "off" and launched(env):
+    # A local multi-process run (`reasoning-jax launch`): coordinator, count and id
+    # come from the launcher's environment; gloo collectives on CPU.
+    initialize_from_env(env, initialize)
+  elif mode == "off" or (mode == "auto" and not on_multihost_tpu(env)):
+    return False
+  else:
+    (initialize or jax.distributed.initialize)()
+  quiet_non_primary()
+  log.info("jax.distributed initialized: process %d of %d, %d devices (%d local)",
+           jax.process_index(), jax.process_count(), jax.device_count(),
+           jax.local_device_count())
+  return True
 
 
 def quiet_non_primary() -> None:

@@ -12,12 +12,11 @@ Two layouts:
 from __future__ import annotations
 
 import dataclasses
-from collections import defaultdict
 from typing import Any, Sequence
 
 import numpy as np
 
-from reasoning_jax.rewards import RewardRunner
+from reasoning_jax.rewards import RewardRunner, score_examples
 from reasoning_jax.sampling import LENGTH, SampleOutput, bucket
 
 LAYOUTS = ("completion", "tsallis")
@@ -62,23 +61,35 @@ def summarize(row_stats: dict[str, np.ndarray], counts: dict[str, float], group:
   return metrics
 
 
-def _reward_scores(examples: Sequence[Any], texts: Sequence[str], lengths: Sequence[int],
-                   runner: RewardRunner) -> tuple[np.ndarray, dict[str, float]]:
-  """Score each completion with its example's verifier, grouped by verifier."""
-  by_reward: dict[tuple, list[int]] = defaultdict(list)
-  for i, ex in enumerate(examples):
-    by_reward[(ex.reward, tuple(sorted(dict(ex.reward_kwargs).items())))].append(i)
-  scores = np.zeros(len(texts), np.float32)
-  counts: dict[str, float] = defaultdict(float)
-  for idx in by_reward.values():
-    reward = examples[idx[0]].make_reward()
-    items = [examples[i].reward_item(texts[i], int(lengths[i])) for i in idx]
-    result = runner.score(reward, items)
-    # A failed item is never a silent 0: its reason is counted and reported.
-    scores[idx] = result.filled(0.0)
-    for k, v in result.counts().items():
-      counts[f"reward/{k}"] += v
-  return scores, dict(counts)
+def _lay_out(prompt_ids, toks, lens, slogp, forced, pad_id: int, *, group: int, P: int,
+             A: int, answer_ids, train_forced: bool):
+  """(tokens, positions, mask, rationale mask, answer mask, sampler logprobs), each
+  `[R, P + N + A]`: `[left-padded prompt | sample | gold answer (tsallis) | padding]`,
+  from the sampler's tokens, lengths, logprobs and forced flags (host arrays)."""
+  R, N = toks.shape
+  T = P + N + A
+  tokens = np.full((R, T), pad_id, np.int32)
+  positions = np.full((R, T), -1, np.int32)
+  mask, rat, ans, samp = (np.zeros((R, T), np.float32) for _ in range(4))
+  for r in range(R):
+    i = r // group
+    p = np.asarray(prompt_ids[i], np.int32)
+    n, L = len(p), int(lens[r])
+    tokens[r, P - n:P] = p
+    tokens[r, P:P + L] = toks[r, :L]
+    mask[r, P:P + L] = ~forced[r, :L] if not train_forced else np.ones(L, bool)
+    samp[r, P:P + L] = np.where(forced[r, :L], 0.0, slogp[r, :L])
+    if answer_ids is not None:
+      rat[r, P:P + L] = 1.0
+      a = np.asarray(answer_ids[i], np.int32)
+      end = P + L
+      tokens[r, end:end + len(a)] = a
+      ans[r, end:end + len(a)] = 1.0
+      mask[r, end:end + len(a)] = 1.0
+    # Positions run on through the right padding; those tokens are masked out of the
+    # loss and, being later, cannot influence earlier ones.
+    positions[r, P - n:] = np.arange(T - (P - n), dtype=np.int32)
+  return tokens, positions, mask, rat, ans, samp
 
 
 def build_rollouts(examples: Sequence[Any], prompt_ids: Sequence[Sequence[int]],
@@ -105,60 +116,33 @@ def build_rollouts(examples: Sequence[Any], prompt_ids: Sequence[Sequence[int]],
   """
   if layout not in LAYOUTS:
     raise ValueError(f"unknown rollout layout {layout!r}; use one of {LAYOUTS}")
-  toks = np.asarray(out.tokens)
-  lens = np.asarray(out.lengths)
-  slogp = np.asarray(out.logprobs)
-  forced = np.asarray(out.forced_mask)
-  R, N = toks.shape
   P = prompt_bucket or bucket(max(len(p) for p in prompt_ids))
   A = 0
   if layout == "tsallis":
     if answer_ids is None:
       raise ValueError("the tsallis layout needs the gold answers' token ids")
     A = answer_bucket or bucket(max(len(a) for a in answer_ids))
-  T = P + N + A
-  tokens = np.full((R, T), codec.pad_id, np.int32)
-  positions = np.full((R, T), -1, np.int32)
-  mask = np.zeros((R, T), np.float32)
-  rat = np.zeros((R, T), np.float32)
-  ans = np.zeros((R, T), np.float32)
-  samp = np.zeros((R, T), np.float32)
-  texts = []
-  for r in range(R):
-    i = r // group
-    p = np.asarray(prompt_ids[i], np.int32)
-    n, L = len(p), int(lens[r])
-    tokens[r, P - n:P] = p
-    gen = toks[r, :L]
-    tokens[r, P:P + L] = gen
-    sampled = ~forced[r, :L] if not train_forced else np.ones(L, bool)
-    mask[r, P:P + L] = sampled
-    samp[r, P:P + L] = np.where(forced[r, :L], 0.0, slogp[r, :L])
-    end = P + L
-    if layout == "tsallis":
-      rat[r, P:P + L] = 1.0
-      a = np.asarray(answer_ids[i], np.int32)
-      tokens[r, end:end + len(a)] = a
-      ans[r, end:end + len(a)] = 1.0
-      mask[r, end:end + len(a)] = 1.0
-      end += len(a)
-    # Positions run on through the right padding; those tokens are masked out of the
-    # loss and, being later, cannot influence earlier ones.
-    positions[r, P - n:] = np.arange(T - (P - n), dtype=np.int32)
-    texts.append(codec.decode(gen.tolist()))
-  finish = np.asarray(out.finish_reason)
+  toks, lens, slogp, forced = (np.asarray(x) for x in (out.tokens, out.lengths,
+                                                        out.logprobs, out.forced_mask))
+  rows = _lay_out(prompt_ids, toks, lens, slogp, forced, codec.pad_id, group=group, P=P,
+                  A=A, answer_ids=answer_ids if layout == "tsallis" else None,
+                  train_forced=train_forced)
+  texts = [codec.decode(toks[r, :n].tolist()) for r, n in enumerate(lens)]
   # Truncated: cut by the length limit (completion layout) or by the rationale budget,
   # which forced the marker (tsallis layout).
-  cut = forced.any(axis=1) if layout == "tsallis" else finish == LENGTH
+  cut = (forced.any(axis=1) if layout == "tsallis"
+         else np.asarray(out.finish_reason) == LENGTH)
   stats = {"length": lens, "truncated": cut, "forced": forced.any(axis=1)}
+  R = len(texts)
   rewards = np.zeros(R, np.float32)
   counts: dict[str, float] = {}
   if runner is not None and layout == "completion":
     rep = [examples[r // group] for r in range(R)]
-    rewards, counts = _reward_scores(rep, texts, lens, runner)
+    rewards, counts = score_examples(rep, texts, lens, runner)
     stats["reward"] = rewards
   if layout == "tsallis":
     stats["rationale_correct"] = np.asarray(
         [bool(examples[r // group].rationale_correct(texts[r])) for r in range(R)])
+  tokens, positions, mask, rat, ans, samp = rows
   return Rollouts(tokens, positions, mask, rat, ans, samp, rewards, texts,
                   summarize(stats, counts, group), stats, counts)

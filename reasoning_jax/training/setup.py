@@ -45,10 +45,9 @@ def build_codec(exp: Experiment, task) -> Codec:
 def init_params(cfg: rjm.ModelConfig, key: jax.Array, compile_mode: str = "auto"):
   """`model.init_params` as one program compiled under the run's compile mode.
 
-  Run eagerly it compiles a random-normal program for every distinct weight shape
-  (~4 s for the tests' 1-layer model on a 2-core CPU, every fresh process); as one
-  jitted program with the fast CPU options it takes ~1 s. The values are the same
-  bits (threefry is integer arithmetic; checked in tests/training/test_steps.py).
+  Run eagerly it compiles a random-normal program for every distinct weight shape, in
+  every fresh process; one jitted program compiles once. The values are the same bits
+  (threefry is integer arithmetic; checked in tests/training/test_steps.py).
   """
   n = sum(x.size for x in jax.tree.leaves(rjm.abstract_params(cfg)))
   opts = compiler_options(compile_mode, n, jax.default_backend())
@@ -75,7 +74,7 @@ def build_model(exp: Experiment, codec: Codec, key: jax.Array):
     cfg = rjm.preset(m.preset, dtype=m.dtype, param_dtype=m.param_dtype or None, **over)
     params = init_params(cfg, key, exp.run.compile_mode)
   cfg = cfg.replace(param_dtype=m.param_dtype or None, remat=m.remat)
-  if cfg.weight_dtype != params["final_norm"].dtype:
+  if cfg.weight_dtype != params.final_norm.dtype:
     params = jax.tree.map(lambda x: x.astype(cfg.weight_dtype), params)
   if codec.vocab_size > cfg.vocab_size:
     raise ValueError(f"the tokenizer has {codec.vocab_size} tokens but the model's "

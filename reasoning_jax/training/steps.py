@@ -50,8 +50,8 @@ def global_norm(tree) -> jax.Array:
 
   Each leaf's sum of squares is a dot of the leaf with itself over all its axes, not
   a square and a reduction: XLA:CPU's fast-compile emitters (`compile_mode`) fused the
-  reductions of every small leaf into one kernel and unrolled them, which LLVM took
-  ~7 of the ~8 s of compiling the tests' 1-layer RL update for (docs/benchmarks.md).
+  reductions of every small leaf into one kernel and unrolled them, which made LLVM
+  spend most of the RL update's compile time on the norm.
   The dot accumulates in float32 at full precision (TPUs otherwise multiply float32 in
   bf16 passes) and needs no reshape, so sharded leaves stay sharded.
   """
@@ -189,7 +189,7 @@ def jit_steps(cfg: rjm.ModelConfig, tx: optax.GradientTransformation, objective=
 
   Args:
     state_shardings: optional (param shardings, optimizer-state shardings), e.g.
-      `training.distributed.state_shardings`; the updated state is then returned in
+      `sharding.state_shardings`; the updated state is then returned in
       exactly that layout (metrics replicated), so donation reuses the input buffers
       and the next step sees the same layout. None lets XLA choose (one device).
     chunk: positions per logits chunk in `model.token_logprobs` (memory vs speed).

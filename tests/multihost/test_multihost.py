@@ -59,28 +59,27 @@ RunConfig.plots = False
 """
 
 
-def _env(index_log=None, devices=None):
+def _env(devices=None):
   env = dict(os.environ)  # with conftest's JAX_COMPILATION_CACHE_DIR: the suite's cache
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-  for k in ("REASONING_JAX_COORDINATOR", "REASONING_JAX_INDEX_LOG"):
-    env.pop(k, None)
-  if index_log:
-    env["REASONING_JAX_INDEX_LOG"] = index_log
+  env.pop("REASONING_JAX_COORDINATOR", None)
   if devices:
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   return env
 
 
 def _train(workdir, gin, processes, *extra, timeout=300):
-  """Run the job in `workdir` (resuming if it has checkpoints); returns the output."""
-  train = ["train", "--gin_file", str(gin), "--workdir", str(workdir), *extra]
+  """Run the job in `workdir` (resuming if it has checkpoints), each process logging
+  the example indices it draws there; returns the output."""
+  train = ["train", "--gin_file", str(gin), "--workdir", str(workdir),
+           "--index_log", str(workdir), *extra]
   if processes == 1:
-    cmd, env = [sys.executable, "-m", "reasoning_jax.cli", *train], _env(str(workdir), 8)
+    cmd, env = [sys.executable, "-m", "reasoning_jax.cli", *train], _env(8)
   else:
     cmd = [sys.executable, "-m", "reasoning_jax.cli", "launch", "--processes",
            str(processes), "--devices_per_process", "4", "--", *train]
-    env = _env(str(workdir))
+    env = _env()
   r = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True,
                      timeout=timeout)
   out = r.stdout + r.stderr
@@ -194,9 +193,9 @@ def test_killed_peer_stops_the_survivor(tmp_path):
   # A long grace period, so the survivor's exit is its own, not the launcher's doing.
   cmd = [sys.executable, "-m", "reasoning_jax.cli", "launch", "--processes", "2",
          "--devices_per_process", "4", "--grace_s", "120", "--heartbeat_timeout_s", "10",
-         "--", "train", "--gin_file", str(gin), "--workdir", str(tmp_path / "w")]
-  launcher = subprocess.Popen(cmd, env=_env(str(tmp_path)), cwd=ROOT, stdout=log_out,
-                              stderr=log_err)
+         "--", "train", "--gin_file", str(gin), "--workdir", str(tmp_path / "w"),
+         "--index_log", str(tmp_path)]
+  launcher = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=log_out, stderr=log_err)
   try:
     err = lambda: (tmp_path / "err").read_text()  # noqa: E731
     idx = tmp_path / "indices.p1.jsonl"

@@ -1,8 +1,6 @@
 """generate: greedy and sampled tokens against a full forward pass, groups, stop tokens,
 traced knobs (no recompilation), one prefill per prompt, bad input, sharding."""
-import dataclasses
 import functools
-import importlib
 
 import jax
 import jax.numpy as jnp
@@ -189,20 +187,13 @@ def test_bad_types_raise_type_errors(tiny):
 
 @pytest.mark.skipif(jax.device_count() < 8,
                     reason="needs the 8-device test mesh (conftest forces 8 CPU devices)")
-@pytest.mark.parametrize("platform", ["cpu", "gpu"])
-def test_sharded_rollout_gives_the_same_tokens_as_one_device(tiny, platform,
-                                                            monkeypatch):
-  """Also with the plan `generate` picks for sharded params on GPUs (per-layer
-  buffers, attention as sums), run here on CPU devices."""
+def test_sharded_rollout_gives_the_same_tokens_as_one_device(tiny):
   cfg, params = tiny
   kw = dict(key=jax.random.key(5), max_new_tokens=N_NEW, num_samples=2, temperature=0.8,
             top_p=0.95)
   single = rs.generate(params, cfg, PROMPTS, **kw)
   mesh = rsh.make_mesh(data=4, tensor=2)
   sharded_params = rjm.shard_params(params, cfg, mesh, rsh.ROLLOUT_RULES)
-  gen = importlib.import_module("reasoning_jax.sampling.generate")
-  monkeypatch.setattr(gen, "decode_plan",
-                      lambda _, sharded, **kw: loop.decode_plan(platform, sharded, **kw))
   out = rs.generate(sharded_params, cfg, PROMPTS, sharding=rs.RolloutSharding(mesh), **kw)
   np.testing.assert_array_equal(out.tokens, single.tokens)
   np.testing.assert_array_equal(out.lengths, single.lengths)
@@ -234,79 +225,3 @@ def test_compiler_options_reach_the_program_and_keep_its_results(tiny):
   assert loop.program(None) is loop.sample_program
   with pytest.raises(Exception, match="xla_no_such_option"):
     rs.generate(params, cfg, PROMPTS, compiler_options={"xla_no_such_option": 1}, **kw)
-
-
-GPU_PLAN = loop.DecodePlan(layout="fused_t", unstack=True, sum_attention=True)
-
-
-def test_decode_plan_per_platform():
-  assert loop.decode_plan("gpu", sharded=False) == GPU_PLAN
-  assert loop.decode_plan("gpu", sharded=True) == loop.DecodePlan("stacked", True, True)
-  assert loop.decode_plan("cpu", sharded=False) == loop.DecodePlan()
-  assert loop.decode_plan("tpu", sharded=False) == loop.DecodePlan()
-  # CPU bf16 decoding of up to max_rows() rows (1, or 64 with the AVX-512 BF16 GEMMs)
-  # runs its products in the numba kernel (model.cpu_matvec), above one row on the
-  # packed weights.
-  kernel = loop.DecodePlan(cpu_matvec=True) if rjm.cpu_matvec.available() else None
-  limit = max(1, rjm.cpu_matvec.max_rows())
-  for rows in (1, limit):
-    packed = dataclasses.replace(kernel, packed=True) if kernel and rows > 1 else kernel
-    assert loop.decode_plan("cpu", False, rows=rows, dtype="bfloat16") == (
-        packed or loop.DecodePlan())
-  for other in (dict(rows=limit + 1, dtype="bfloat16"), dict(rows=1, dtype="float32")):
-    assert loop.decode_plan("cpu", False, **other) == loop.DecodePlan()
-  assert loop.decode_plan("cpu", True, rows=1, dtype="bfloat16") == loop.DecodePlan()
-  assert loop.decode_plan("gpu", False, rows=1, dtype="bfloat16") == GPU_PLAN
-
-
-@pytest.mark.skipif(jax.default_backend() != "cpu" or rjm.cpu_matvec.max_rows() < 2,
-                    reason="the CPU kernel's GEMMs (AVX-512 BF16) do not run here")
-def test_packed_cpu_plan_gives_the_stacked_kernel_rollouts(tiny, monkeypatch):
-  """A bf16 model at 6 rows on CPU: `generate` picks the packed kernel plan and packs
-  the weights; its greedy rollouts are the kernel's on the unpacked stacks (the same
-  layer sums bit for bit, the head summed in another order: model logprobs within
-  1e-5), and both are XLA's (tokens; logprobs within bf16 noise)."""
-  cfg, params = tiny
-  cfg = cfg.replace(dtype="bfloat16")
-  gen = importlib.import_module("reasoning_jax.sampling.generate")
-  packs = []
-  real_pack, real_plan = rjm.cpu_matvec.pack, gen.decode_plan
-  monkeypatch.setattr(rjm.cpu_matvec, "pack", lambda w: packs.append(w.shape) or real_pack(w))
-  plans = []
-  monkeypatch.setattr(gen, "decode_plan", lambda *a, **k: plans.append(real_plan(*a, **k))
-                      or plans[-1])
-  kw = dict(key=jax.random.key(0), max_new_tokens=N_NEW, num_samples=2, temperature=0.0)
-  out = rs.generate(params, cfg, PROMPTS, **kw)
-  assert plans[-1] == loop.DecodePlan(cpu_matvec=True, packed=True)
-  assert len(packs) == 8  # q, k, v, o, gate, up, down and the head
-  for plan in (loop.DecodePlan(cpu_matvec=True), loop.DecodePlan()):
-    monkeypatch.setattr(gen, "decode_plan", lambda *a, _p=plan, **k: _p)
-    other = rs.generate(params, cfg, PROMPTS, **kw)
-    np.testing.assert_array_equal(out.tokens, other.tokens)
-    atol = 1e-5 if plan.cpu_matvec else 2e-2
-    np.testing.assert_allclose(out.model_logprobs, other.model_logprobs, rtol=0, atol=atol)
-
-
-def test_gpu_decode_plan_gives_the_full_forward_values(tiny, monkeypatch):
-  """The plan `generate` picks on a GPU (fused `[out, in]` weights, unstacked layers,
-  attention as sums), run here on CPU: greedy tokens are the full forward's argmax, and sampled rows'
-  log-probabilities equal its recompute (float32, 1e-5), as with the default plan."""
-  cfg, params = tiny
-  gen = importlib.import_module("reasoning_jax.sampling.generate")
-  plans = []
-  monkeypatch.setattr(gen, "decode_plan", lambda *a, **k: plans.append(a) or GPU_PLAN)
-  out = rs.generate(params, cfg, PROMPTS, key=jax.random.key(0), max_new_tokens=N_NEW,
-                    temperature=0.0)
-  assert plans, "generate did not ask for a decode plan"
-  for i, p in enumerate(PROMPTS):
-    ref = greedy_reference(params, cfg, p, N_NEW)
-    assert np.asarray(out.tokens[i]).tolist() == ref.tokens, f"row {i}"
-    lp = log_softmax(_gen_logits(params, cfg, p, ref.tokens))[np.arange(N_NEW), ref.tokens]
-    np.testing.assert_allclose(out.model_logprobs[i], lp, rtol=0, atol=1e-5)
-  out = rs.generate(params, cfg, PROMPTS, key=jax.random.key(1), max_new_tokens=N_NEW,
-                    num_samples=2, temperature=0.7, top_k=10, top_p=0.9)
-  for r in range(6):
-    gen_r = np.asarray(out.tokens[r])
-    raw = log_softmax(_gen_logits(params, cfg, PROMPTS[r // 2], gen_r))
-    np.testing.assert_allclose(out.model_logprobs[r], raw[np.arange(N_NEW), gen_r],
-                               rtol=0, atol=1e-5)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from reasoning_jax import model as rjm
+from reasoning_jax import sharding as rjs
 from reasoning_jax.objectives import OBJECTIVES, ObjectiveInputs
-from reasoning_jax.training import distributed as dist
+from reasoning_jax.training.memory import memory_estimate
 from reasoning_jax.training.steps import SeqBatch, jit_steps, make_optimizer
 
 CFG = rjm.ModelConfig(vocab_size=4096, d_model=64, n_layers=2, n_heads=8, n_kv_heads=4,
@@ -22,7 +23,8 @@ TX = make_optimizer(1e-5, total_steps=10)
 
 def _compiled(mesh, chunk):
   obj = OBJECTIVES["grpo"]
-  p_sh, o_sh = dist.state_shardings(TX, CFG, mesh)
+  p_sh, o_sh = rjs.state_shardings(TX, rjm.abstract_params(CFG),
+                                   rjm.param_shardings(CFG, mesh, rjs.TRAIN_RULES), mesh)
   _, rl, _ = jit_steps(CFG, TX, obj, obj.config(kl_coef=0.0), state_shardings=(p_sh, o_sh),
                        chunk=chunk)
   f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)  # noqa: E731
@@ -33,14 +35,14 @@ def _compiled(mesh, chunk):
       lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), t, s)
   abstract = rjm.abstract_params(CFG)
   args = (place(abstract, p_sh), place(jax.eval_shape(TX.init, abstract), o_sh),
-          place(batch, dist.batch_sharding_tree(batch, mesh)))
+          place(batch, rjs.batch_sharding_tree(batch, mesh)))
   return rl.lower(*args).compile().memory_analysis()
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1, 4, 2)])
 def test_state_bytes_are_exact(shape):
-  mesh = dist.build_mesh(shape, devices=jax.devices()[:int(np.prod(shape))])
-  est = dist.memory_estimate(CFG, mesh, TX, rows=B, seq_len=T, chunk=32)
+  mesh = rjs.build_mesh(shape, devices=jax.devices()[:int(np.prod(shape))])
+  est = memory_estimate(CFG, mesh, TX, rows=B, seq_len=T, chunk=32)
   ma = _compiled(mesh, 32)
   assert est.state == ma.alias_size_in_bytes
   # Hand count: untied embed + head = 2*V*D, per layer 4 attention mats + 3 MLP mats
@@ -52,21 +54,21 @@ def test_state_bytes_are_exact(shape):
 
 
 def test_chunking_lowers_peak_and_estimate_tracks_it():
-  mesh = dist.build_mesh((1, 1, 1), devices=jax.devices()[:1])
+  mesh = rjs.build_mesh((1, 1, 1), devices=jax.devices()[:1])
   full, chunked = _compiled(mesh, T), _compiled(mesh, 32)
   logits_BTV = 4 * B * T * CFG.vocab_size
   # One full f32 logits tensor (16 MiB) is at least what chunking saves.
   assert full.temp_size_in_bytes - chunked.temp_size_in_bytes >= logits_BTV
   for ma, chunk in ((full, T), (chunked, 32)):
-    est = dist.memory_estimate(CFG, mesh, TX, rows=B, seq_len=T, chunk=chunk)
+    est = memory_estimate(CFG, mesh, TX, rows=B, seq_len=T, chunk=chunk)
     ratio = (est.activations + est.grads) / ma.temp_size_in_bytes
     assert 0.7 < ratio < 1.3, (chunk, ratio)
 
 
 def test_kv_cache_and_rollout_params_are_exact():
-  mesh = dist.build_mesh((2, 2, 2))
-  est = dist.memory_estimate(CFG, mesh, TX, rows=B, seq_len=T, rollout_rows=16,
-                             cache_len=96)
+  mesh = rjs.build_mesh((2, 2, 2))
+  est = memory_estimate(CFG, mesh, TX, rows=B, seq_len=T, rollout_rows=16,
+                        cache_len=96)
   # K and V: L x rows/4 x S x K/2 x H float32 on each device; positions rows/4 x S
   # int32; the int32 write index.
   assert est.kv_cache == 2 * 2 * 4 * 96 * 2 * 8 * 4 + 4 * 96 * 4 + 4
@@ -79,12 +81,12 @@ def test_kv_cache_and_rollout_params_are_exact():
 
 
 def test_remat_keeps_one_layer_input_per_layer():
-  mesh = dist.build_mesh((1, 1, 1), devices=jax.devices()[:1])
+  mesh = rjs.build_mesh((1, 1, 1), devices=jax.devices()[:1])
   kw = dict(rows=B, seq_len=T, chunk=32)
   one = CFG.replace(n_layers=1)
   # One layer: remat keeps the layer input [B, T, D] on top of that layer's activations.
-  assert (dist.memory_estimate(one, mesh, TX, remat="layer", **kw).activations
-          - dist.memory_estimate(one, mesh, TX, **kw).activations) == B * T * 64 * 4
-  plain = dist.memory_estimate(CFG, mesh, TX, **kw)
-  remat = dist.memory_estimate(CFG, mesh, TX, remat="layer", **kw)
+  assert (memory_estimate(one, mesh, TX, remat="layer", **kw).activations
+          - memory_estimate(one, mesh, TX, **kw).activations) == B * T * 64 * 4
+  plain = memory_estimate(CFG, mesh, TX, **kw)
+  remat = memory_estimate(CFG, mesh, TX, remat="layer", **kw)
   assert remat.activations < plain.activations and remat.state == plain.state

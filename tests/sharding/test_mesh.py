@@ -57,7 +57,7 @@ def test_sharded_forward_equals_single_device(shape, rules):
   sharded = rjm.shard_params(params, CFG, mesh, rules)
   batch = rjs.batch_sharding(mesh, rules, tokens.shape)
   got = fwd(sharded, jax.device_put(tokens, batch), jax.device_put(pos, batch), CFG)[0]
-  assert sharded["layers"]["wq"].sharding.spec == rjs.logical_to_spec(
+  assert sharded.layers.wq.sharding.spec == rjs.logical_to_spec(
       ("layers", "embed", "q_heads", "head_dim"), rules)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=0)
 

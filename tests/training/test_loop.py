@@ -147,6 +147,6 @@ def test_trainer_runs_on_a_mesh(tmp_path):
   t = Trainer(exp, str(tmp_path))
   final = t.run()
   assert "eval/accuracy" in final
-  wq = t.params["layers"]["wq"]
+  wq = t.params.layers.wq
   assert len(wq.sharding.device_set) == 8 and wq.sharding.spec[1] == "fsdp"
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(t.params))

@@ -1,0 +1,309 @@
+"""Compiling every program of an experiment for a TPU topology, without the TPU.
+
+`compile_experiment` builds the run's programs exactly as training does (the same
+`build_programs`, shardings, remat and micro-batches), over abstract params (no
+weights are loaded or made) on a mesh of deviceless TPU devices, lowers and compiles
+each for the largest shapes the run will see, and reports per program: per-device HBM
+from XLA's `memory_analysis()` (arguments, outputs, temporaries, generated code, less
+donated buffers) against the chip's, the model FLOPs and minimum HBM bytes per device,
+and the roofline time they imply on the chip. `reasoning-jax compile` prints it and
+fails when a program does not fit.
+
+FLOPs are counted from the model (2 per weight per token, attention's two products,
+x3 for a backward pass, +1 forward under remat): XLA's `cost_analysis()` counts a
+while loop's body once, and the layers run in a scan, so it under-counts by the
+number of layers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from reasoning_jax import model as rjm
+from reasoning_jax import sampling
+from reasoning_jax import sharding as rjs
+from reasoning_jax.training import build
+from reasoning_jax.training import setup as S
+from reasoning_jax.training.chips import Chip, topology_devices
+from reasoning_jax.training.config import Experiment
+from reasoning_jax.training.steps import SeqBatch
+
+
+class DoesNotFit(RuntimeError):
+  """A program needs more memory per device than the chip has (or did not compile)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgramReport:
+  """One compiled program's per-device figures (bytes, FLOPs, seconds)."""
+  name: str
+  arguments: int
+  outputs: int
+  temporaries: int
+  code: int
+  aliased: int
+  flops: float
+  min_bytes: float
+
+  @property
+  def peak(self) -> int:
+    """Bytes live at once: arguments + outputs (less the donated ones) + temporaries
+    + generated code."""
+    return self.arguments + self.outputs - self.aliased + self.temporaries + self.code
+
+  def roofline_s(self, chip: Chip) -> float:
+    """The larger of compute time at peak FLOP/s and HBM time at full bandwidth."""
+    return max(self.flops / chip.bf16_flops, self.min_bytes / chip.hbm_bandwidth)
+
+
+def _abstract(tree, shardings):
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      tree, shardings)
+
+
+def _like(x, sharding) -> jax.ShapeDtypeStruct:
+  x = jnp.asarray(x) if not hasattr(x, "dtype") else x
+  return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
+
+
+def model_config(exp: Experiment, codec) -> rjm.ModelConfig:
+  """The run's model config without loading or making weights."""
+  m = exp.model
+  if m.checkpoint:
+    path = m.checkpoint
+    if path == "smollm2":
+      from reasoning_jax.model.gguf_checkpoint import smollm2_gguf_path
+      path = smollm2_gguf_path()
+    if path.endswith(".gguf"):
+      import gguf
+      from reasoning_jax.model.gguf_checkpoint import gguf_config
+      cfg = gguf_config(gguf.GGUFReader(path), dtype=m.dtype)
+    else:
+      from reasoning_jax.model.hf_checkpoint import read_hf_config
+      from reasoning_jax.model.hf_config import config_from_hf
+      cfg = config_from_hf(read_hf_config(path), dtype=m.dtype)
+  else:
+    over = dict(m.overrides)
+    over.setdefault("vocab_size", codec.vocab_size)
+    cfg = rjm.preset(m.preset, dtype=m.dtype, **over)
+  return cfg.replace(param_dtype=m.param_dtype or None, remat=m.remat)
+
+
+def model_flops(cfg: rjm.ModelConfig, rows: int, seq: int, *, train: bool) -> float:
+  """Matmul FLOPs of `rows` sequences of `seq` tokens (causal attention: half the
+  score matrix), x3 with a backward pass and one more forward under remat."""
+  dense = 2.0 * cfg.num_params() * rows * seq
+  attn = 2.0 * 2 * rows * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq * seq / 2
+  passes = (3 + (cfg.remat != "none")) if train else 1
+  return (dense + attn) * passes
+
+
+def _report(name: str, compiled, flops: float, min_bytes: float) -> ProgramReport:
+  m = compiled.memory_analysis()
+  return ProgramReport(name, m.argument_size_in_bytes, m.output_size_in_bytes,
+                       m.temp_size_in_bytes, m.generated_code_size_in_bytes,
+                       m.alias_size_in_bytes, flops, min_bytes)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+  """What the programs are compiled from."""
+  exp: Experiment
+  cfg: rjm.ModelConfig
+  mesh: Any
+  params: Any      # abstract, train layout
+  programs: build.Programs
+  txs: tuple
+  objective: Any
+  ocfg: Any
+  layout: str
+  prompt_len: int
+  answer_len: int
+
+
+def _setup(exp: Experiment, devices) -> _Run:
+  task = S.build_task(exp)
+  codec = S.build_codec(exp, task)
+  cfg = model_config(exp, codec)
+  mesh = rjs.build_mesh(exp.run.mesh, devices=devices)
+  p_sh = rjm.param_shardings(cfg, mesh, rjs.TRAIN_RULES)
+  params = _abstract(rjm.abstract_params(cfg), p_sh)
+  objective, ocfg, layout = S.build_objective(exp)
+  txs = build.build_optimizers(exp)
+  build.check_batches(exp, mesh)
+  programs = build.build_programs(exp, cfg, params, p_sh, mesh, txs, objective, ocfg,
+                                  None)
+  t = exp.task
+  train = task.rl_prompts(t.num_train, seed=t.data_seed + 1)
+  prompt_len = max(len(codec.prompt_ids(e.prompt)) for e in train)
+  answer_len = (max(len(codec.encode(e.answer)) for e in train) + 1
+                if layout == "tsallis" else 0)
+  return _Run(exp, cfg, mesh, params, programs, txs, objective, ocfg, layout,
+              prompt_len, answer_len)
+
+
+def _opt_state(run: _Run, tx) -> Any:
+  p_sh = jax.tree.map(lambda a: a.sharding, run.params)
+  o_sh = rjs.opt_state_shardings(tx, run.params, p_sh, run.mesh)
+  return _abstract(jax.eval_shape(tx.init, run.params), o_sh)
+
+
+def _param_bytes(params, mesh) -> float:
+  """Bytes of the params held by one device."""
+  total = 0.0
+  for a in jax.tree.leaves(params):
+    shard = a.sharding.shard_shape(a.shape)
+    total += math.prod(shard) * a.dtype.itemsize
+  return total
+
+
+def compile_rollout(run: _Run) -> ProgramReport:
+  """The sampler's program (prefill + decode loop) for a step's prompts, params in
+  the rollout layout, rows over the batch axes."""
+  r = run.exp.rl
+  prompts = [[1] * run.prompt_len] * r.prompts_per_step
+  roll = rjs.RolloutSharding(run.mesh) if run.mesh.devices.size > 1 else None
+  call = sampling.plan_call(run.cfg, prompts, key=jax.random.key(0),
+                            max_new_tokens=r.max_new_tokens, num_samples=r.group_size,
+                            sharding=roll, max_len=1 << 30)
+  rep = NamedSharding(run.mesh, PartitionSpec())
+  params = _abstract(rjm.abstract_params(run.cfg),
+                     rjm.param_shardings(run.cfg, run.mesh, rjs.ROLLOUT_RULES))
+  arrays = [_like(a, rjs.batch_sharding(run.mesh, rjs.ROLLOUT_RULES, a.shape, "prompts"))
+            for a in (call.tokens, call.positions, call.lengths, call.valid)]
+  knobs = jax.tree.map(lambda x: _like(x, rep), call.knobs)
+  compiled = sampling.loop.sample_program.lower(
+      params, *arrays, knobs, **call.static,
+      constrain=None if roll is None else roll.constrain).compile()
+  rows = call.tokens.shape[0] * r.group_size
+  seq = call.tokens.shape[1] + call.static["new_bucket"]
+  n_dev = run.mesh.devices.size
+  flops = model_flops(run.cfg, rows, seq, train=False) / n_dev
+  cache = (2 * run.cfg.n_layers * rows * seq * run.cfg.n_kv_heads * run.cfg.head_dim
+           * jnp.dtype(run.cfg.dtype).itemsize / n_dev)
+  steps = call.static["new_bucket"]
+  min_bytes = steps * (_param_bytes(params, run.mesh) + cache)
+  return _report("rollout", compiled, flops, min_bytes)
+
+
+def _seq_len(run: _Run) -> int:
+  r = run.exp.rl
+  return (sampling.bucket(run.prompt_len) + r.max_new_tokens
+          + (sampling.bucket(run.answer_len) if run.answer_len else 0))
+
+
+def _batch(run: _Run, rows: int) -> SeqBatch:
+  """An abstract update batch of `rows` rows, with the prepared inputs' shapes."""
+  T = _seq_len(run)
+  z = np.zeros((rows, T), np.float32)
+  fake = dataclasses.make_dataclass("Fake", ["tokens", "mask", "rewards",
+                                             "rationale_mask", "answer_mask"])(
+      np.zeros((rows, T), np.int32), z, np.zeros(rows, np.float32), z, z)
+  inputs = S.objective_inputs(fake, run.exp.rl.group_size)
+  r = run.exp.rl
+  if r.epochs * r.minibatches > 1 or run.objective.needs_key:
+    inputs = inputs.replace(old_logp_BT=z if r.epochs * r.minibatches > 1 else None)
+  if S.uses_reference(run.exp, run.ocfg):
+    inputs = inputs.replace(ref_logp_BT=z)
+  key = jax.random.key(0) if run.objective.needs_key else None
+  inputs = jax.eval_shape(lambda i, k: run.objective.prepare(i, run.ocfg, k), inputs, key)
+  batch = SeqBatch(np.zeros((rows, T), np.int32), np.zeros((rows, T), np.int32), inputs,
+                   z)
+  shardings = rjs.batch_sharding_tree(batch, run.mesh)
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      batch, shardings)
+
+
+def compile_rl(run: _Run) -> list[ProgramReport]:
+  """The scoring pass (reference / old policy) when the run has one, and the update."""
+  r = run.exp.rl
+  rows = r.prompts_per_step * r.group_size
+  T = _seq_len(run)
+  n_dev = run.mesh.devices.size
+  pbytes = _param_bytes(run.params, run.mesh)
+  temp = jax.ShapeDtypeStruct((), jnp.float32, sharding=NamedSharding(
+      run.mesh, PartitionSpec()))
+  out = []
+  if (S.uses_reference(run.exp, run.ocfg) or r.epochs * r.minibatches > 1
+      or run.objective.needs_key):
+    compiled = run.programs.score.lower(run.params, _batch(run, rows), temp).compile()
+    out.append(_report("score", compiled, model_flops(run.cfg, rows, T, train=False)
+                       / n_dev, pbytes))
+  sub = rows // r.minibatches
+  opt = _opt_state(run, run.txs[1])
+  compiled = run.programs.rl_step.lower(run.params, opt, _batch(run, sub), temp).compile()
+  # An update reads the params and Adam's moments and writes all three.
+  state = pbytes + _param_bytes(opt, run.mesh)
+  out.append(_report("update", compiled, model_flops(run.cfg, sub, T, train=True) / n_dev,
+                     2 * state))
+  return out
+
+
+def compile_sft(run: _Run, seq: int) -> ProgramReport:
+  """The SFT update on a batch of `seq`-token rows."""
+  s = run.exp.sft
+  sh = rjs.batch_sharding(run.mesh, rjs.TRAIN_RULES, (s.batch_size, seq))
+  a = lambda dt: jax.ShapeDtypeStruct((s.batch_size, seq), dt, sharding=sh)  # noqa: E731
+  opt = _opt_state(run, run.txs[0])
+  compiled = run.programs.sft_step.lower(run.params, opt, a(jnp.int32), a(jnp.int32),
+                                         a(jnp.float32)).compile()
+  state = _param_bytes(run.params, run.mesh) + _param_bytes(opt, run.mesh)
+  flops = model_flops(run.cfg, s.batch_size, seq, train=True) / run.mesh.devices.size
+  return _report("sft", compiled, flops, 2 * state)
+
+
+def compile_experiment(exp: Experiment, topology: str) -> tuple[Chip, list[ProgramReport]]:
+  """Compile every program of `exp` for `topology` (e.g. "v5e:2x4"), deviceless.
+
+  Raises `DoesNotFit` naming the program when one fails to compile or partition.
+  """
+  chip, devices = topology_devices(topology)
+  run = _setup(exp, devices)
+  steps = [("rollout", lambda: [compile_rollout(run)]), ("rl", lambda: compile_rl(run))]
+  if exp.sft.steps:
+    steps.insert(0, ("sft", lambda: [compile_sft(run, _seq_len(run))]))
+  reports = []
+  with jax.set_mesh(run.mesh):
+    for name, fn in steps:
+      try:
+        reports += fn()
+      except Exception as e:  # noqa: BLE001 -- any compile failure is named
+        raise DoesNotFit(f"the {name} program does not compile for {topology} on mesh "
+                         f"{dict(run.mesh.shape)}: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:300]}") from e
+  return chip, reports
+
+
+def format_reports(chip: Chip, topology: str, reports: list[ProgramReport]) -> str:
+  """A table: per program, per-device HBM against the chip's, FLOPs, roofline."""
+  gib = 2.0 ** 30
+  lines = [f"{topology} ({chip.name}, {chip.hbm_bytes / gib:.0f} GiB HBM, "
+           f"{chip.bf16_flops / 1e12:.0f} TFLOP/s bf16, "
+           f"{chip.hbm_bandwidth / 1e9:.0f} GB/s) per device:",
+           f"{'program':<8} {'args':>8} {'out':>8} {'temp':>8} {'code':>7} {'peak':>8} "
+           f"{'headroom':>8} {'TFLOP':>8} {'roofline':>9}"]
+  for r in reports:
+    lines.append(
+        f"{r.name:<8} {r.arguments / gib:7.2f}G {r.outputs / gib:7.2f}G "
+        f"{r.temporaries / gib:7.2f}G {r.code / gib:6.2f}G {r.peak / gib:7.2f}G "
+        f"{(chip.hbm_bytes - r.peak) / gib:7.2f}G {r.flops / 1e12:8.3f} "
+        f"{r.roofline_s(chip) * 1e3:7.1f}ms")
+  return "\n".join(lines)
+
+
+def check_fits(chip: Chip, topology: str, reports: list[ProgramReport]) -> None:
+  """Raise `DoesNotFit` with a one-line message for the first program over HBM."""
+  for r in reports:
+    if r.peak > chip.hbm_bytes:
+      gib = 2.0 ** 30
+      raise DoesNotFit(f"the {r.name} program needs {r.peak / gib:.2f} GiB per device on "
+                       f"{topology} but a {chip.name} has {chip.hbm_bytes / gib:.0f} GiB "
+                       f"(short by {(r.peak - chip.hbm_bytes) / gib:.2f} GiB); shard more "
+                       "(RunConfig.mesh fsdp/tensor), or use remat, micro-batches, "
+                       "smaller batches or a larger topology")

@@ -1,0 +1,222 @@
+"""Building a run: everything a training run holds fixed, made once from an `Experiment`.
+
+`build_run` does the start-up in order (multi-host initialize before any device is
+touched, then the task, codec, model, mesh, optimizers, jitted programs, checkpoint
+manager, metrics writer and reward runner) and returns a `RunParts` with the initial
+params placed on the mesh. The loop (`training.loop.Trainer`) holds the parts and the
+state that advances: params, optimizer state, data iterators.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from reasoning_jax import model as rjm
+from reasoning_jax import sampling
+from reasoning_jax import sharding as rjs
+from reasoning_jax.objectives import Objective
+from reasoning_jax.rewards import RewardRunner
+from reasoning_jax.training import multihost as mh
+from reasoning_jax.training import setup as S
+from reasoning_jax.training.checkpoint import CheckpointManager
+from reasoning_jax.training.codec import Codec
+from reasoning_jax.training.compile_cache import enable_compilation_cache
+from reasoning_jax.training.compile_mode import compiler_options
+from reasoning_jax.training.config import Experiment
+from reasoning_jax.training.health import HealthConfig, HealthMonitor
+from reasoning_jax.training.memory import memory_estimate
+from reasoning_jax.training.metrics import MetricsWriter
+from reasoning_jax.training.steps import jit_steps, make_optimizer
+
+log = logging.getLogger("reasoning_jax")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunData:
+  """The run's examples: SFT warm-up corpus (and its arrays), RL prompts, held-out
+  prompts, and the end-of-rationale marker's token ids."""
+  warmup: list
+  train: list
+  eval: list
+  marker_ids: list[int]
+  sft_arrays: dict[str, np.ndarray] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Programs:
+  """The run's jitted programs: SFT update, RL update, scoring (log-probs of a batch)
+  and the objective's preparation of its inputs (advantages, baselines, resampling)."""
+  sft_step: Any
+  rl_step: Any
+  score: Any
+  prepare: Any
+
+
+@dataclasses.dataclass
+class RunParts:
+  """What a training run holds fixed (see `build_run`). `runner` may be replaced
+  before the run starts (tests score with a stand-in)."""
+  exp: Experiment
+  workdir: str
+  task: Any
+  codec: Codec
+  cfg: rjm.ModelConfig
+  mesh: Mesh
+  param_shardings: Any  # the train layout (TRAIN_RULES)
+  compiler_options: dict | None
+  objective: Objective
+  ocfg: Any
+  layout: str  # "completion" or "tsallis" (`training.rollout`)
+  data: RunData
+  sft_tx: optax.GradientTransformation
+  rl_tx: optax.GradientTransformation
+  programs: Programs
+  rollout_sharding: rjs.RolloutSharding | None  # None on one device
+  rollout_param_shardings: Any  # the rollout layout (ROLLOUT_RULES); None on one device
+  ckpt: CheckpointManager
+  writer: MetricsWriter
+  health: HealthMonitor
+  runner: Any  # a `rewards.RewardRunner` or anything with its score/close
+  run_key: jax.Array
+  eval_key: jax.Array
+
+
+def build_data(exp: Experiment, task, codec: Codec) -> RunData:
+  """The warm-up corpus (only when SFT runs), RL and held-out prompts."""
+  t = exp.task
+  warmup = task.warmup_corpus(t.num_warmup, seed=t.data_seed) if exp.sft.steps else []
+  return RunData(
+      warmup=warmup, train=task.rl_prompts(t.num_train, seed=t.data_seed + 1),
+      eval=task.rl_prompts(t.num_eval, seed=t.data_seed + 2, split="heldout"),
+      marker_ids=codec.encode(task.rationale_end),
+      sft_arrays=(S.sft_arrays(warmup, codec, exp.sft.answer_noise, t.data_seed)
+                  if warmup else None))
+
+
+def build_optimizers(exp: Experiment):
+  """(SFT optimizer, RL optimizer): AdamW with the phases' own schedules."""
+  s, r = exp.sft, exp.rl
+  sft = make_optimizer(s.learning_rate, total_steps=s.steps, warmup_steps=s.warmup_steps,
+                       schedule="cosine", weight_decay=s.weight_decay,
+                       grad_clip=s.grad_clip)
+  rl = make_optimizer(r.learning_rate, total_steps=r.steps, warmup_steps=r.warmup_steps,
+                      b2=r.adam_b2, eps=r.adam_eps, weight_decay=r.weight_decay,
+                      grad_clip=r.grad_clip)
+  return sft, rl
+
+
+def check_batches(exp: Experiment, mesh: Mesh) -> None:
+  """Raise a clear ValueError unless the RL minibatches and SFT batches split evenly
+  over the mesh's batch axes."""
+  r = exp.rl
+  rows = r.prompts_per_step * r.group_size
+  rjs.check_batch(rows // r.minibatches, mesh, micro_batches=r.micro_batches,
+                  group=r.group_size, name="RL minibatch")
+  if exp.sft.steps:
+    rjs.check_batch(exp.sft.batch_size, mesh, name="SFT batch")
+
+
+def build_programs(exp: Experiment, cfg: rjm.ModelConfig, params, p_sh, mesh: Mesh,
+                   txs, objective: Objective, ocfg, options) -> Programs:
+  """The jitted SFT and RL updates (state in and out in the train layout), the
+  scoring program and the objective's preparation program."""
+  r, (sft_tx, rl_tx) = exp.rl, txs
+  sft_step, _, _ = jit_steps(
+      cfg, sft_tx, chunk=r.logprob_chunk, compiler_options=options,
+      state_shardings=rjs.state_shardings(sft_tx, params, p_sh, mesh))
+  _, rl_step, score = jit_steps(
+      cfg, rl_tx, objective, ocfg, r.micro_batches, r.temperature, chunk=r.logprob_chunk,
+      compiler_options=options, state_shardings=rjs.state_shardings(rl_tx, params, p_sh,
+                                                                    mesh))
+  # One program for the advantage/baseline preparation: run eagerly, each of its ops
+  # would compile a small program of its own.
+  prepare = jax.jit(lambda inputs, k: objective.prepare(inputs, ocfg, k),
+                    compiler_options=options)
+  return Programs(sft_step, rl_step, score, prepare)
+
+
+def log_memory_estimate(exp: Experiment, cfg, mesh: Mesh, tx, codec: Codec,
+                        data: RunData, layout: str) -> None:
+  """Log the per-device memory of the run's longest RL sequences (`training.memory`)."""
+  r = exp.rl
+  rows = r.prompts_per_step * r.group_size
+  prompt_len = max(len(codec.prompt_ids(e.prompt)) for e in data.train)
+  answer_len = (max(len(codec.encode(e.answer)) for e in data.train) + 1
+                if layout == "tsallis" else 0)
+  seq = sampling.bucket(prompt_len) + r.max_new_tokens + sampling.bucket(answer_len)
+  est = memory_estimate(
+      cfg, mesh, tx, rows=rows // r.minibatches, seq_len=seq,
+      micro_batches=r.micro_batches, chunk=r.logprob_chunk, rollout_rows=rows,
+      cache_len=sampling.bucket(prompt_len) + sampling.bucket(r.max_new_tokens))
+  log.info("per-device memory estimate:\n%s", est.format())
+
+
+def _start(exp: Experiment, workdir: str, config_text: str) -> None:
+  """Process start-up: multi-host initialize (a no-op unless this is a pod worker or a
+  `reasoning-jax launch` child; before anything touches a device), the compilation
+  cache, the run directory and its config.gin (written by process 0 alone)."""
+  mh.maybe_initialize(exp.run.distributed)
+  enable_compilation_cache(exp.run.compilation_cache)
+  os.makedirs(workdir, exist_ok=True)
+  if mh.is_primary():
+    with open(os.path.join(workdir, "config.gin"), "w") as f:
+      f.write(config_text)
+
+
+def _model_on_mesh(exp: Experiment, codec: Codec, key: jax.Array):
+  """(cfg, params placed under TRAIN_RULES, their shardings, mesh, compiler options)."""
+  cfg, params = S.build_model(exp, codec, key)
+  mesh = rjs.build_mesh(exp.run.mesh)
+  if jax.process_count() > 1:
+    mh.check_mesh_order(mesh)
+  options = compiler_options(exp.run.compile_mode,
+                             sum(x.size for x in jax.tree.leaves(params)),
+                             mesh.devices.flat[0].platform)
+  p_sh = rjm.param_shardings(cfg, mesh, rjs.TRAIN_RULES)
+  return cfg, jax.device_put(params, p_sh), p_sh, mesh, options
+
+
+def _rollout_layout(cfg: rjm.ModelConfig, mesh: Mesh) -> dict[str, Any]:
+  """Where rollouts run on a mesh of several devices: rows over the batch axes and
+  params under ROLLOUT_RULES (heads over tensor, weights whole along the model
+  dimension, so decode never all-gathers a weight per token)."""
+  if mesh.devices.size == 1:
+    return {"rollout_sharding": None, "rollout_param_shardings": None}
+  return {"rollout_sharding": rjs.RolloutSharding(mesh),
+          "rollout_param_shardings": rjm.param_shardings(cfg, mesh, rjs.ROLLOUT_RULES)}
+
+
+def build_run(exp: Experiment, workdir: str, config_text: str = "") -> tuple[RunParts, Any]:
+  """Build a run's fixed parts and its initial params (placed on the mesh)."""
+  _start(exp, workdir, config_text)
+  run = exp.run
+  init_key, run_key, eval_key = jax.random.split(jax.random.key(run.seed), 3)
+  task = S.build_task(exp)
+  codec = S.build_codec(exp, task)
+  cfg, params, p_sh, mesh, options = _model_on_mesh(exp, codec, init_key)
+  objective, ocfg, layout = S.build_objective(exp)
+  data = build_data(exp, task, codec)
+  txs = build_optimizers(exp)
+  check_batches(exp, mesh)
+  programs = build_programs(exp, cfg, params, p_sh, mesh, txs, objective, ocfg, options)
+  log_memory_estimate(exp, cfg, mesh, txs[1], codec, data, layout)
+  parts = RunParts(
+      exp=exp, workdir=workdir, task=task, codec=codec, cfg=cfg, mesh=mesh,
+      param_shardings=p_sh, compiler_options=options, objective=objective, ocfg=ocfg,
+      layout=layout, data=data, sft_tx=txs[0], rl_tx=txs[1], programs=programs,
+      **_rollout_layout(cfg, mesh),
+      ckpt=CheckpointManager(workdir, max_to_keep=run.keep_checkpoints),
+      writer=MetricsWriter(workdir, progress=None if run.progress else False,
+                           total_steps=exp.total_steps),
+      health=HealthMonitor(HealthConfig(zero_reward_patience=run.zero_reward_patience,
+                                        truncation_threshold=run.truncation_warn)),
+      runner=RewardRunner(num_workers=run.reward_workers, timeout_s=run.reward_timeout),
+      run_key=run_key, eval_key=eval_key)
+  return parts, params
