@@ -17,7 +17,9 @@ number of layers.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import os
 from typing import Any
 
 import jax
@@ -33,6 +35,9 @@ from reasoning_jax.training import setup as S
 from reasoning_jax.training.chips import Chip, topology_devices
 from reasoning_jax.training.config import Experiment
 from reasoning_jax.training.steps import SeqBatch
+
+
+log = logging.getLogger("reasoning_jax")
 
 
 class DoesNotFit(RuntimeError):
@@ -72,14 +77,16 @@ def _like(x, sharding) -> jax.ShapeDtypeStruct:
   return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
 
 
-def model_config(exp: Experiment, codec) -> rjm.ModelConfig:
-  """The run's model config without loading or making weights."""
+def model_config(exp: Experiment, codec=None) -> rjm.ModelConfig:
+  """The run's model config without loading or making weights: the checkpoint's own
+  config where the checkpoint is on this machine, else `ModelSpec.preset` (which a
+  pod experiment sets to its checkpoint's architecture), with `ModelSpec.overrides`."""
   m = exp.model
-  if m.checkpoint:
-    path = m.checkpoint
-    if path == "smollm2":
-      from reasoning_jax.model.gguf_checkpoint import smollm2_gguf_path
-      path = smollm2_gguf_path()
+  path = m.checkpoint
+  if path == "smollm2":
+    from reasoning_jax.model.gguf_checkpoint import smollm2_gguf_path
+    path = smollm2_gguf_path()
+  if path and os.path.exists(path):
     if path.endswith(".gguf"):
       import gguf
       from reasoning_jax.model.gguf_checkpoint import gguf_config
@@ -89,10 +96,15 @@ def model_config(exp: Experiment, codec) -> rjm.ModelConfig:
       from reasoning_jax.model.hf_config import config_from_hf
       cfg = config_from_hf(read_hf_config(path), dtype=m.dtype)
   else:
+    if path:
+      log.info("checkpoint %s is not on this machine: compiling the architecture of "
+               "ModelSpec.preset = %r", path, m.preset)
     over = dict(m.overrides)
-    over.setdefault("vocab_size", codec.vocab_size)
+    if codec is not None:
+      over.setdefault("vocab_size", codec.vocab_size)
     cfg = rjm.preset(m.preset, dtype=m.dtype, **over)
-  return cfg.replace(param_dtype=m.param_dtype or None, remat=m.remat)
+  return cfg.replace(param_dtype=m.param_dtype or None, remat=m.remat,
+                     attention_backend=m.attention_backend)
 
 
 def model_flops(cfg: rjm.ModelConfig, rows: int, seq: int, *, train: bool) -> float:
@@ -127,23 +139,40 @@ class _Run:
   answer_len: int
 
 
-def _setup(exp: Experiment, devices) -> _Run:
+def _lengths(exp: Experiment, layout: str) -> tuple[int, int, Any]:
+  """(longest prompt, longest gold answer + EOS (tsallis layout), codec or None).
+
+  From `CompileSpec.prompt_tokens` / `answer_tokens` where set (compiling where the
+  task's data or tokenizer is not at hand), else measured on the task's RL prompts.
+  """
+  c = exp.compile
+  if c.prompt_tokens:
+    if layout == "tsallis" and not c.answer_tokens:
+      raise ValueError("CompileSpec.answer_tokens must be set with prompt_tokens for "
+                       f"objective {exp.rl.objective!r} (its gold answer is "
+                       "teacher-forced after each rationale)")
+    return c.prompt_tokens, (c.answer_tokens if layout == "tsallis" else 0), None
   task = S.build_task(exp)
   codec = S.build_codec(exp, task)
+  t = exp.task
+  train = task.rl_prompts(t.num_train, seed=t.data_seed + 1)
+  prompt = max(len(codec.prompt_ids(e.prompt)) for e in train)
+  answer = (max(len(codec.encode(e.answer)) for e in train) + 1
+            if layout == "tsallis" else 0)
+  return prompt, answer, codec
+
+
+def _setup(exp: Experiment, devices) -> _Run:
+  objective, ocfg, layout = S.build_objective(exp)
+  prompt_len, answer_len, codec = _lengths(exp, layout)
   cfg = model_config(exp, codec)
   mesh = rjs.build_mesh(exp.run.mesh, devices=devices)
   p_sh = rjm.param_shardings(cfg, mesh, rjs.TRAIN_RULES)
   params = _abstract(rjm.abstract_params(cfg), p_sh)
-  objective, ocfg, layout = S.build_objective(exp)
   txs = build.build_optimizers(exp)
   build.check_batches(exp, mesh)
   programs = build.build_programs(exp, cfg, params, p_sh, mesh, txs, objective, ocfg,
                                   None)
-  t = exp.task
-  train = task.rl_prompts(t.num_train, seed=t.data_seed + 1)
-  prompt_len = max(len(codec.prompt_ids(e.prompt)) for e in train)
-  answer_len = (max(len(codec.encode(e.answer)) for e in train) + 1
-                if layout == "tsallis" else 0)
   return _Run(exp, cfg, mesh, params, programs, txs, objective, ocfg, layout,
               prompt_len, answer_len)
 
@@ -297,13 +326,17 @@ def format_reports(chip: Chip, topology: str, reports: list[ProgramReport]) -> s
   return "\n".join(lines)
 
 
-def check_fits(chip: Chip, topology: str, reports: list[ProgramReport]) -> None:
-  """Raise `DoesNotFit` with a one-line message for the first program over HBM."""
+def check_fits(chip: Chip, topology: str, reports: list[ProgramReport],
+               usable: float = 1.0) -> None:
+  """Raise `DoesNotFit` with a one-line message for the first program over `usable`
+  (a fraction) of the chip's HBM."""
+  limit = usable * chip.hbm_bytes
   for r in reports:
-    if r.peak > chip.hbm_bytes:
+    if r.peak > limit:
       gib = 2.0 ** 30
       raise DoesNotFit(f"the {r.name} program needs {r.peak / gib:.2f} GiB per device on "
-                       f"{topology} but a {chip.name} has {chip.hbm_bytes / gib:.0f} GiB "
-                       f"(short by {(r.peak - chip.hbm_bytes) / gib:.2f} GiB); shard more "
+                       f"{topology} but {usable:.0%} of a {chip.name}'s "
+                       f"{chip.hbm_bytes / gib:.0f} GiB is {limit / gib:.2f} GiB (short by "
+                       f"{(r.peak - limit) / gib:.2f} GiB); shard more "
                        "(RunConfig.mesh fsdp/tensor), or use remat, micro-batches, "
                        "smaller batches or a larger topology")

@@ -130,8 +130,8 @@ def test_attention_backward_equals_autodiff_in_float32():
   float32, fully masked (padding) query rows included; the loss (forward) is
   bit-identical."""
   args, loss = _attention_case(F32)
-  assert loss(attention_lib.attention)(*args) == loss(_attention_by_autodiff)(*args)
-  grads = jax.grad(loss(attention_lib.attention), argnums=(0, 1, 2))(*args)
+  assert loss(attention_lib.xla_attention)(*args) == loss(_attention_by_autodiff)(*args)
+  grads = jax.grad(loss(attention_lib.xla_attention), argnums=(0, 1, 2))(*args)
   want = jax.grad(loss(_attention_by_autodiff), argnums=(0, 1, 2))(*args)
   for g, r in zip(grads, want):
     _close(g, r)
@@ -143,7 +143,7 @@ def test_bf16_attention_backward_compiles_to_bf16_gemms():
   ran four of them in float32), and the gradients stay within bf16 rounding of
   autodiff's."""
   args, loss = _attention_case(jnp.bfloat16)
-  grad = jax.jit(jax.grad(loss(attention_lib.attention), argnums=(0, 1, 2)))
+  grad = jax.jit(jax.grad(loss(attention_lib.xla_attention), argnums=(0, 1, 2)))
   dtypes = _dot_operand_dtypes(grad.lower(*args).compile().as_text())
   assert len(dtypes) == 5, dtypes  # scores; dp, dq, dk, dv (the output is linear)
   assert all(t == ("bf16", "bf16") for t in dtypes), dtypes
