@@ -1,4 +1,4 @@
-"""The `reasoning-jax` command: train | eval | sample | convert.
+"""The `reasoning-jax` command: train | eval | sample | convert | plot | compile.
 
     reasoning-jax train                                  # the quickstart, embedded defaults
     reasoning-jax train --gin_file experiments/x.gin --gin_param 'RLConfig.steps=10' \
@@ -8,6 +8,8 @@
     reasoning-jax convert --gguf smollm2 --out /tmp/smollm2_hf
     reasoning-jax convert --workdir runs/x --out /tmp/x_hf  # a run's latest checkpoint
     reasoning-jax plot --workdir runs/x                  # refresh W/plots/*.png
+    reasoning-jax compile --gin_file experiments/tpu/x.gin [--topology v5e:2x4]
+                                                         # does it fit? (no TPU needed)
     reasoning-jax launch --processes 2 -- train ...      # 2 local jax processes
 """
 from __future__ import annotations
@@ -153,6 +155,26 @@ def cmd_plot(a) -> int:
   return 0
 
 
+def cmd_compile(a) -> int:
+  """Compile every program of the experiment for a TPU topology, deviceless; print
+  per-device memory, FLOPs and roofline; exit 1 when a program does not fit."""
+  from reasoning_jax.training import aot
+  exp, _ = _parse_gin(a.gin_file, a.gin_param)
+  topology = a.topology or exp.compile.topology
+  if not topology:
+    sys.exit("error: no target: pass --topology (e.g. v5e:2x4) or set "
+             "CompileSpec.topology in the experiment")
+  try:
+    chip, reports = aot.compile_experiment(exp, topology)
+    print(aot.format_reports(chip, topology, reports))
+    aot.check_fits(chip, topology, reports, exp.compile.usable_hbm)
+  except (ValueError, RuntimeError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  print(f"fits: every program is within {exp.compile.usable_hbm:.0%} of the HBM")
+  return 0
+
+
 def main(argv: list[str] | None = None) -> int:
   """Entry point of the `reasoning-jax` console script."""
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -187,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
   c.add_argument("--dtype", default="float32")
   pl = sub.add_parser("plot", help="write a run's PNG plots from its metrics.jsonl")
   pl.add_argument("--workdir", required=True)
+  co = sub.add_parser("compile", help="compile an experiment's programs for a TPU "
+                      "topology without one and check that they fit")
+  _common(co)
+  co.add_argument("--topology", default="",
+                  help="e.g. v5e:2x4 (default: the experiment's CompileSpec.topology)")
   from reasoning_jax import launch  # local multi-process runs (docs/training_infra.md)
   launch.add_arguments(sub.add_parser("launch", help="run a command as N local jax "
                                       "processes, e.g. launch --processes 2 -- train"))
@@ -196,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
   if a.cmd is None:
     a = p.parse_args(["train"] + (argv or []))
   return {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
-          "convert": cmd_convert, "plot": cmd_plot}[a.cmd](a)
+          "convert": cmd_convert, "plot": cmd_plot, "compile": cmd_compile}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ per-token segment ids, so each case maps the position masks onto those exactly:
   the keys' segment ids (1 where the query may attend). A row with no valid key (a
   batch filler) attends to slot 0, so no row divides by zero.
 
-Shapes the kernel does not tile (other cases, such as a prefill into a longer cache)
-return None, and the seam runs the XLA reference instead.
+Sequences are padded at the end to whole 128-token tiles (segment 0, attended by no
+real token). Other cases (a prefill into a longer cache, a mesh that does not divide
+rows or heads) return None, and the seam runs the XLA reference instead.
 
 GQA is native (queries `[N, T, H]` against `[K, S, H]` keys); queries are multiplied by
 the scale before the kernel (splash has no scale argument) and soft-capping is the
@@ -49,11 +50,13 @@ def _block(n: int, *, keys: bool) -> int | None:
   return None if keys or n > _LANES else n
 
 
-@functools.lru_cache(maxsize=64)
 def _kernel(kind: str, T: int, S: int, N: int, window: int | None,
             softcap: float | None, interpret: bool):
   """A splash MHA kernel for `[N, T, H]` queries against `[K, S, H]` keys under the
-  index mask `kind` ("causal", "local" or "full"); None where no tiling fits."""
+  index mask `kind` ("causal", "local" or "full"); None where no tiling fits.
+
+  Made anew per trace, never cached: the kernel holds arrays of its mask's block
+  structure, which inside a trace are that trace's values."""
   from jax.experimental.pallas.ops.tpu import splash_attention as sa
   bq, bkv = _block(T, keys=False), _block(S, keys=True)
   if bq is None or bkv is None:
@@ -141,21 +144,41 @@ def splash_attention(q_BTNH: jax.Array, k_BKSH: jax.Array, v_BKSH: jax.Array,
   over_mesh, n = split
   q = (q_BTNH.astype(jnp.float32) * scale).astype(q_BTNH.dtype)
   if decode:
-    kernel = _kernel("full", T, S, n, None, softcap, interpret)
-    if kernel is None or T != 1:
+    if T != 1:
       return None
     allowed_BS = mask_BTS[:, 0]
     filler_B = ~jnp.any(allowed_BS, axis=1)
     allowed_BS = allowed_BS.at[:, 0].set(allowed_BS[:, 0] | filler_B)
-    return over_mesh(kernel, q, k_BKSH, v_BKSH, jnp.ones((B, T), jnp.int32),
-                     allowed_BS.astype(jnp.int32))
-  causal = _kernel("causal", T, S, n, None, softcap, interpret)
-  if T != S or causal is None:
+    # Slots padded to whole key tiles are not allowed (segment 0).
+    k, v, kv_seg = (_pad(x, 2 if x.ndim == 4 else 1, _LANES)
+                    for x in (k_BKSH, v_BKSH, allowed_BS.astype(jnp.int32)))
+    kernel = _kernel("full", T, k.shape[2], n, None, softcap, interpret)
+    if kernel is None:
+      return None
+    return over_mesh(kernel, q, k, v, jnp.ones((B, T), jnp.int32), kv_seg)
+  if T != S:
     return None
-  args = (q, k_BKSH, v_BKSH, (q_pos_BT >= 0).astype(jnp.int32),
-          (k_pos_BS >= 0).astype(jnp.int32))
+  # Sequences padded to whole tiles at the end: the padding is segment 0, which no
+  # real token (segment 1) attends to, and its outputs are cut off.
+  args = (_pad(q, 1, _LANES), _pad(k_BKSH, 2, _LANES), _pad(v_BKSH, 2, _LANES),
+          _pad((q_pos_BT >= 0).astype(jnp.int32), 1, _LANES),
+          _pad((k_pos_BS >= 0).astype(jnp.int32), 1, _LANES))
+  Tp = args[0].shape[1]
+  causal = _kernel("causal", Tp, Tp, n, None, softcap, interpret)
+  if causal is None:
+    return None
   if not has_local:
-    return over_mesh(causal, *args)
-  local = _kernel("local", T, S, n, window, softcap, interpret)
+    return over_mesh(causal, *args)[:, :T]
+  local = _kernel("local", Tp, Tp, n, window, softcap, interpret)
   return lax.cond(is_local, lambda: over_mesh(local, *args),
-                  lambda: over_mesh(causal, *args))
+                  lambda: over_mesh(causal, *args))[:, :T]
+
+
+def _pad(x: jax.Array, axis: int, multiple: int) -> jax.Array:
+  """`x` padded with zeros along `axis` to a multiple of `multiple`."""
+  extra = -x.shape[axis] % multiple
+  if not extra:
+    return x
+  widths = [(0, 0)] * x.ndim
+  widths[axis] = (0, extra)
+  return jnp.pad(x, widths)

@@ -23,7 +23,7 @@ from reasoning_jax.model.attention import Positions, attention
 from reasoning_jax.model.cache import KVCache, load, store, value_dtype
 from reasoning_jax.model.config import ModelConfig
 from reasoning_jax.model.layers import apply_rope, mlp, rms_norm, rope_tables
-from reasoning_jax.model.matmul import dense, dense_transposed
+from reasoning_jax.model.matmul import DENSE, dense, dense_transposed
 from reasoning_jax.model.params import LayerParams, Params
 
 F32 = jnp.float32
@@ -53,9 +53,9 @@ def _remat(body, policy: str):
     return body
   if policy == "layer":
     return jax.checkpoint(body, prevent_cse=False)
-  if policy == "dots":
+  if policy == "dots":  # every `dense` output, by name (see `matmul.dense`)
     return jax.checkpoint(body, prevent_cse=False,
-                          policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
+                          policy=jax.checkpoint_policies.save_only_these_names(DENSE))
   raise ValueError(f"remat policy {policy!r}: use 'none', 'layer' or 'dots'")
 
 

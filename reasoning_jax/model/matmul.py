@@ -32,8 +32,11 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 F32 = jnp.float32
+# The name `dense` gives its outputs (`jax.ad_checkpoint.checkpoint_name`).
+DENSE = "dense"
 
 
 def matmul_precision(dtype) -> jax.lax.Precision | None:
@@ -130,7 +133,9 @@ def dense(x: jax.Array, w: jax.Array, n_in: int = 1, b: jax.Array | None = None,
   ins = x.shape[x.ndim - n_in:]
   if w.shape[:n_in] != ins:
     raise ValueError(f"dense: x's contracted axes {ins} do not match w's {w.shape[:n_in]}")
-  return _with_bias(x, w, n_in, False, b, out_dtype)
+  # Named for the "dots" remat policy: the custom VJP hides the product's dot from
+  # jax's dot-based policies, so the projections are kept by name instead.
+  return checkpoint_name(_with_bias(x, w, n_in, False, b, out_dtype), DENSE)
 
 
 def _with_bias(x, w, n_in: int, transpose_w: bool, b, out_dtype) -> jax.Array:

@@ -104,3 +104,47 @@ def accumulate_value_and_grad(
     raise ValueError("accumulate_value_and_grad needs at least one micro-batch")
   denom = jnp.maximum(jax.lax.stop_gradient(weight), jnp.finfo(jnp.float32).tiny)
   return total / denom, metrics, jax.tree.map(lambda x: x / denom.astype(x.dtype), grads)
+
+
+# The value an empty max/min metric holds (the identity of its merge).
+_EMPTY = {"max": -float("inf"), "min": float("inf")}
+
+
+def scan_value_and_grad(fn: Callable[..., tuple[Weighted, dict]], params, stacked
+                        ) -> tuple[Array, dict, object]:
+  """`accumulate_value_and_grad` over micro-batches stacked on a leading axis, as a
+  `lax.scan`: one micro-batch's activations are live at a time, so peak memory falls
+  with the number of micro-batches (an unrolled loop lets XLA schedule them
+  together). The sums run in the same order from an exact zero, so the result is the
+  unrolled one's.
+
+  Args:
+    fn: as in `accumulate_value_and_grad`.
+    params: the parameters to differentiate.
+    stacked: a pytree whose leaves have the micro-batches on axis 0 (at least one).
+  """
+  from reasoning_jax.objectives.types import Metric, merge_metrics  # pylint: disable=g-import-not-at-top
+
+  def total_fn(p, mb):
+    w, met = fn(p, mb)
+    return w.total, (w.weight, met)
+
+  grad_fn = jax.value_and_grad(total_fn, has_aux=True)
+  # The carry starts empty (zeros, and -inf/+inf for max/min metrics: `Metric.merge`'s
+  # identities), so every micro-batch runs inside the loop: a loop of one trip would
+  # be inlined and scheduled together with the first micro-batch.
+  shapes = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], stacked))
+  carry = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+  (total, (weight, metrics)), grads = carry
+  metrics = {k: Metric(jnp.full(m.total.shape, _EMPTY.get(m.reduce, 0.0), m.total.dtype),
+                       m.weight, m.total_sq, m.reduce) for k, m in metrics.items()}
+
+  def body(carry, mb):
+    t, w, met, g = carry
+    (t2, (w2, met2)), g2 = grad_fn(params, mb)
+    return (t + t2, w + w2, merge_metrics(met, met2), jax.tree.map(jnp.add, g, g2)), None
+
+  (total, weight, metrics, grads), _ = jax.lax.scan(
+      body, (total, weight, metrics, grads), stacked)
+  denom = jnp.maximum(jax.lax.stop_gradient(weight), jnp.finfo(jnp.float32).tiny)
+  return total / denom, metrics, jax.tree.map(lambda x: x / denom.astype(x.dtype), grads)

@@ -55,6 +55,7 @@ class ProgramReport:
   aliased: int
   flops: float
   min_bytes: float
+  attention: str  # "pallas" where the program holds a Mosaic kernel, else "xla"
 
   @property
   def peak(self) -> int:
@@ -116,11 +117,20 @@ def model_flops(cfg: rjm.ModelConfig, rows: int, seq: int, *, train: bool) -> fl
   return (dense + attn) * passes
 
 
+def _compile(mesh, jitted, *args, **kw):
+  """`jitted` lowered and compiled for `args` under `jax.set_mesh(mesh)` (so kernels
+  that run per shard, `kernels.attention`, see the mesh). Only the lowering runs in
+  the mesh context: an eager op there would try to run on the deviceless TPU."""
+  with jax.set_mesh(mesh):
+    return jitted.lower(*args, **kw).compile()
+
+
 def _report(name: str, compiled, flops: float, min_bytes: float) -> ProgramReport:
   m = compiled.memory_analysis()
+  kernel = "pallas" if "tpu_custom_call" in compiled.as_text() else "xla"
   return ProgramReport(name, m.argument_size_in_bytes, m.output_size_in_bytes,
                        m.temp_size_in_bytes, m.generated_code_size_in_bytes,
-                       m.alias_size_in_bytes, flops, min_bytes)
+                       m.alias_size_in_bytes, flops, min_bytes, kernel)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +147,7 @@ class _Run:
   layout: str
   prompt_len: int
   answer_len: int
+  opt_states: tuple  # abstract (SFT, RL) optimizer states, train layout
 
 
 def _lengths(exp: Experiment, layout: str) -> tuple[int, int, Any]:
@@ -173,14 +184,16 @@ def _setup(exp: Experiment, devices) -> _Run:
   build.check_batches(exp, mesh)
   programs = build.build_programs(exp, cfg, params, p_sh, mesh, txs, objective, ocfg,
                                   None)
+  # Outside any mesh context: optax makes some of its state eagerly.
+  opt_states = tuple(_opt_state(params, tx, mesh) for tx in txs)
   return _Run(exp, cfg, mesh, params, programs, txs, objective, ocfg, layout,
-              prompt_len, answer_len)
+              prompt_len, answer_len, opt_states)
 
 
-def _opt_state(run: _Run, tx) -> Any:
-  p_sh = jax.tree.map(lambda a: a.sharding, run.params)
-  o_sh = rjs.opt_state_shardings(tx, run.params, p_sh, run.mesh)
-  return _abstract(jax.eval_shape(tx.init, run.params), o_sh)
+def _opt_state(params, tx, mesh) -> Any:
+  p_sh = jax.tree.map(lambda a: a.sharding, params)
+  o_sh = rjs.opt_state_shardings(tx, params, p_sh, mesh)
+  return _abstract(jax.eval_shape(tx.init, params), o_sh)
 
 
 def _param_bytes(params, mesh) -> float:
@@ -207,17 +220,18 @@ def compile_rollout(run: _Run) -> ProgramReport:
   arrays = [_like(a, rjs.batch_sharding(run.mesh, rjs.ROLLOUT_RULES, a.shape, "prompts"))
             for a in (call.tokens, call.positions, call.lengths, call.valid)]
   knobs = jax.tree.map(lambda x: _like(x, rep), call.knobs)
-  compiled = sampling.loop.sample_program.lower(
-      params, *arrays, knobs, **call.static,
-      constrain=None if roll is None else roll.constrain).compile()
+  compiled = _compile(run.mesh, sampling.loop.sample_program, params, *arrays, knobs,
+                      **call.static, constrain=None if roll is None else roll.constrain)
   rows = call.tokens.shape[0] * r.group_size
   seq = call.tokens.shape[1] + call.static["new_bucket"]
   n_dev = run.mesh.devices.size
   flops = model_flops(run.cfg, rows, seq, train=False) / n_dev
   cache = (2 * run.cfg.n_layers * rows * seq * run.cfg.n_kv_heads * run.cfg.head_dim
            * jnp.dtype(run.cfg.dtype).itemsize / n_dev)
-  steps = call.static["new_bucket"]
-  min_bytes = steps * (_param_bytes(params, run.mesh) + cache)
+  # Each decode step reads the weights in the compute dtype and, at most, the cache.
+  weights = _param_bytes(params, run.mesh) * (
+      jnp.dtype(run.cfg.dtype).itemsize / jnp.dtype(run.cfg.weight_dtype).itemsize)
+  min_bytes = call.static["new_bucket"] * (weights + cache)
   return _report("rollout", compiled, flops, min_bytes)
 
 
@@ -249,29 +263,40 @@ def _batch(run: _Run, rows: int) -> SeqBatch:
                       batch, shardings)
 
 
-def compile_rl(run: _Run) -> list[ProgramReport]:
-  """The scoring pass (reference / old policy) when the run has one, and the update."""
+def _temperature(run: _Run) -> jax.ShapeDtypeStruct:
+  return jax.ShapeDtypeStruct((), jnp.float32,
+                              sharding=NamedSharding(run.mesh, PartitionSpec()))
+
+
+def needs_score(run: _Run) -> bool:
+  """Whether the run scores its rollouts before updating (a reference model, an
+  old policy for several updates per batch, or an objective's own key)."""
+  r = run.exp.rl
+  return (S.uses_reference(run.exp, run.ocfg) or r.epochs * r.minibatches > 1
+          or run.objective.needs_key)
+
+
+def compile_score(run: _Run) -> ProgramReport:
+  """The scoring pass (reference / old-policy log-probabilities) of a step's rows."""
   r = run.exp.rl
   rows = r.prompts_per_step * r.group_size
-  T = _seq_len(run)
-  n_dev = run.mesh.devices.size
-  pbytes = _param_bytes(run.params, run.mesh)
-  temp = jax.ShapeDtypeStruct((), jnp.float32, sharding=NamedSharding(
-      run.mesh, PartitionSpec()))
-  out = []
-  if (S.uses_reference(run.exp, run.ocfg) or r.epochs * r.minibatches > 1
-      or run.objective.needs_key):
-    compiled = run.programs.score.lower(run.params, _batch(run, rows), temp).compile()
-    out.append(_report("score", compiled, model_flops(run.cfg, rows, T, train=False)
-                       / n_dev, pbytes))
-  sub = rows // r.minibatches
-  opt = _opt_state(run, run.txs[1])
-  compiled = run.programs.rl_step.lower(run.params, opt, _batch(run, sub), temp).compile()
+  compiled = _compile(run.mesh, run.programs.score, run.params, _batch(run, rows),
+                      _temperature(run))
+  flops = model_flops(run.cfg, rows, _seq_len(run), train=False) / run.mesh.devices.size
+  return _report("score", compiled, flops, _param_bytes(run.params, run.mesh))
+
+
+def compile_update(run: _Run) -> ProgramReport:
+  """One optimizer update on a minibatch (its micro-batches accumulated)."""
+  r = run.exp.rl
+  sub = r.prompts_per_step * r.group_size // r.minibatches
+  opt = run.opt_states[1]
+  compiled = _compile(run.mesh, run.programs.rl_step, run.params, opt, _batch(run, sub),
+                      _temperature(run))
   # An update reads the params and Adam's moments and writes all three.
-  state = pbytes + _param_bytes(opt, run.mesh)
-  out.append(_report("update", compiled, model_flops(run.cfg, sub, T, train=True) / n_dev,
-                     2 * state))
-  return out
+  state = _param_bytes(run.params, run.mesh) + _param_bytes(opt, run.mesh)
+  flops = model_flops(run.cfg, sub, _seq_len(run), train=True) / run.mesh.devices.size
+  return _report("update", compiled, flops, 2 * state)
 
 
 def compile_sft(run: _Run, seq: int) -> ProgramReport:
@@ -279,9 +304,9 @@ def compile_sft(run: _Run, seq: int) -> ProgramReport:
   s = run.exp.sft
   sh = rjs.batch_sharding(run.mesh, rjs.TRAIN_RULES, (s.batch_size, seq))
   a = lambda dt: jax.ShapeDtypeStruct((s.batch_size, seq), dt, sharding=sh)  # noqa: E731
-  opt = _opt_state(run, run.txs[0])
-  compiled = run.programs.sft_step.lower(run.params, opt, a(jnp.int32), a(jnp.int32),
-                                         a(jnp.float32)).compile()
+  opt = run.opt_states[0]
+  compiled = _compile(run.mesh, run.programs.sft_step, run.params, opt, a(jnp.int32),
+                      a(jnp.int32), a(jnp.float32))
   state = _param_bytes(run.params, run.mesh) + _param_bytes(opt, run.mesh)
   flops = model_flops(run.cfg, s.batch_size, seq, train=True) / run.mesh.devices.size
   return _report("sft", compiled, flops, 2 * state)
@@ -294,35 +319,40 @@ def compile_experiment(exp: Experiment, topology: str) -> tuple[Chip, list[Progr
   """
   chip, devices = topology_devices(topology)
   run = _setup(exp, devices)
-  steps = [("rollout", lambda: [compile_rollout(run)]), ("rl", lambda: compile_rl(run))]
+  steps = [("rollout", lambda: compile_rollout(run))]
+  if needs_score(run):
+    steps.append(("score", lambda: compile_score(run)))
+  steps.append(("update", lambda: compile_update(run)))
   if exp.sft.steps:
-    steps.insert(0, ("sft", lambda: [compile_sft(run, _seq_len(run))]))
+    steps.insert(0, ("sft", lambda: compile_sft(run, _seq_len(run))))
   reports = []
-  with jax.set_mesh(run.mesh):
-    for name, fn in steps:
-      try:
-        reports += fn()
-      except Exception as e:  # noqa: BLE001 -- any compile failure is named
-        raise DoesNotFit(f"the {name} program does not compile for {topology} on mesh "
-                         f"{dict(run.mesh.shape)}: {type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:300]}") from e
+  for name, fn in steps:
+    try:
+      reports.append(fn())
+    except Exception as e:  # noqa: BLE001 -- any compile failure is named
+      first = str(e).splitlines()[0][:300] if str(e) else ""
+      raise DoesNotFit(f"the {name} program does not compile for {topology} on mesh "
+                       f"{dict(run.mesh.shape)}: {type(e).__name__}: {first}") from e
   return chip, reports
+
+
+def _size(n: float) -> str:
+  return f"{n / 2**30:.2f}G" if n >= 2**30 else f"{n / 2**20:.1f}M"
 
 
 def format_reports(chip: Chip, topology: str, reports: list[ProgramReport]) -> str:
   """A table: per program, per-device HBM against the chip's, FLOPs, roofline."""
-  gib = 2.0 ** 30
-  lines = [f"{topology} ({chip.name}, {chip.hbm_bytes / gib:.0f} GiB HBM, "
+  lines = [f"{topology} ({chip.name}, {_size(chip.hbm_bytes)} HBM, "
            f"{chip.bf16_flops / 1e12:.0f} TFLOP/s bf16, "
            f"{chip.hbm_bandwidth / 1e9:.0f} GB/s) per device:",
            f"{'program':<8} {'args':>8} {'out':>8} {'temp':>8} {'code':>7} {'peak':>8} "
-           f"{'headroom':>8} {'TFLOP':>8} {'roofline':>9}"]
+           f"{'headroom':>8} {'TFLOP':>8} {'roofline':>9} {'attention':>9}"]
   for r in reports:
     lines.append(
-        f"{r.name:<8} {r.arguments / gib:7.2f}G {r.outputs / gib:7.2f}G "
-        f"{r.temporaries / gib:7.2f}G {r.code / gib:6.2f}G {r.peak / gib:7.2f}G "
-        f"{(chip.hbm_bytes - r.peak) / gib:7.2f}G {r.flops / 1e12:8.3f} "
-        f"{r.roofline_s(chip) * 1e3:7.1f}ms")
+        f"{r.name:<8} {_size(r.arguments):>8} {_size(r.outputs):>8} "
+        f"{_size(r.temporaries):>8} {_size(r.code):>7} {_size(r.peak):>8} "
+        f"{_size(chip.hbm_bytes - r.peak):>8} {r.flops / 1e12:8.3f} "
+        f"{r.roofline_s(chip) * 1e3:7.1f}ms {r.attention:>9}")
   return "\n".join(lines)
 
 

@@ -30,12 +30,15 @@ class ModelSpec:
       (projection outputs); see `reasoning_jax.model.forward._remat`.
     overrides: `(field, value)` pairs replacing preset fields (e.g. d_model); with a
       random preset, `vocab_size` is set from the tokenizer automatically.
+    attention_backend: "auto" (a Pallas kernel where the program is compiled for a
+      TPU, XLA elsewhere), "xla" or "pallas" (`ModelConfig.attention_backend`).
   """
   preset: str = "tiny"
   checkpoint: str = ""
   dtype: str = "float32"
   param_dtype: str = ""
   remat: str = "none"
+  attention_backend: str = "auto"
   overrides: tuple = (("d_model", 128), ("n_layers", 2), ("n_heads", 4),
                       ("n_kv_heads", 2), ("head_dim", 32), ("ffw_dim", 512),
                       ("max_seq_len", 96))
@@ -182,6 +185,27 @@ class RunConfig:
 
 @gin.configurable(module="rj")
 @dataclasses.dataclass(frozen=True)
+class CompileSpec:
+  """What `reasoning-jax compile` checks the experiment against, without the hardware.
+
+  Attributes:
+    topology: the target, e.g. "v5e:2x4" (chip:shape, `training.chips`), used when
+      the command's --topology is not given.
+    prompt_tokens: the longest prompt in tokens, for compiling where the task's data
+      or tokenizer is not at hand (0: measure the task's RL prompts).
+    answer_tokens: the longest gold answer plus EOS, with `prompt_tokens`, for the
+      Tsallis objectives (their answers are teacher-forced after each rationale).
+    usable_hbm: the fraction of a device's HBM a program may use (the rest is
+      headroom for the runtime and fragmentation).
+  """
+  topology: str = ""
+  prompt_tokens: int = 0
+  answer_tokens: int = 0
+  usable_hbm: float = 0.9
+
+
+@gin.configurable(module="rj")
+@dataclasses.dataclass(frozen=True)
 class Experiment:
   """A whole run: model, task, SFT warm start, RL, evaluation and run settings."""
   model: ModelSpec = dataclasses.field(default_factory=ModelSpec)
@@ -190,6 +214,7 @@ class Experiment:
   rl: RLConfig = dataclasses.field(default_factory=RLConfig)
   eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
   run: RunConfig = dataclasses.field(default_factory=RunConfig)
+  compile: CompileSpec = dataclasses.field(default_factory=CompileSpec)
 
   @property
   def total_steps(self) -> int:

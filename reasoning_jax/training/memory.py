@@ -37,7 +37,8 @@ class MemoryEstimate:
 
   params, opt_state, rollout_params (the ROLLOUT_RULES copy used while sampling) and
   kv_cache are exact (shard shapes of the declared arrays); grads counts one gradient
-  tree in the train layout; activations is an estimate of what one micro-batch's
+  tree in the train layout (two with micro-batches: the running sum and one
+  micro-batch's); activations is an estimate of what one micro-batch's
   forward keeps for the backward pass (per layer: the residual stream, q/k/v, f32
   attention scores and probabilities, the MLP's hidden units), one logits chunk and,
   under FSDP, the all-gathered weights of one layer and of the embedding/head with
@@ -95,7 +96,12 @@ def _activation_bytes(cfg: rjm.ModelConfig, mesh: Mesh, rules, *, rows: int, t: 
   f = _div(cfg.ffw_dim, mesh, rules, "mlp")
   v = _div(cfg.vocab_size, mesh, rules, "vocab")
   h, d = cfg.head_dim, cfg.d_model
-  per_token = a * (4 * d + 2 * (n + 2 * k) * h + 3 * f) + 4 * 2 * n * t
+  # Per token and layer: the residual stream and projections in the compute dtype;
+  # in float32 the two norms' input and output, RoPE'd q and k, the MLP gate's
+  # activation and its product with the up projection, and attention scores and
+  # probabilities over t keys.
+  per_token = (a * (4 * d + 2 * (n + 2 * k) * h + 3 * f)
+               + 4 * (4 * d + (n + k) * h + 2 * f + 2 * n * t))
   if policy == "layer":
     layers = cfg.n_layers * b * t * d * a + b * t * per_token
   elif policy == "dots":  # q, k, v, attention-out, gate, up and down projections
@@ -153,6 +159,8 @@ def memory_estimate(cfg: rjm.ModelConfig, mesh: Mesh, tx: optax.GradientTransfor
         rjm.cache_shardings(cfg, mesh, rjs.ROLLOUT_RULES, rollout_rows, cache_len))
     roll = tree_bytes_per_device(abstract,
                                  rjm.param_shardings(cfg, mesh, rjs.ROLLOUT_RULES))
-  return MemoryEstimate(params=params, opt_state=opt, grads=params,
+  # With micro-batches the update holds the summed gradients and one micro-batch's.
+  grads = params * (2 if micro_batches > 1 else 1)
+  return MemoryEstimate(params=params, opt_state=opt, grads=grads,
                         activations=acts + _gathered_bytes(cfg, abstract, mesh, rules),
                         rollout_params=roll, kv_cache=kv)

@@ -73,7 +73,8 @@ def build_model(exp: Experiment, codec: Codec, key: jax.Array):
     over.setdefault("vocab_size", codec.vocab_size)
     cfg = rjm.preset(m.preset, dtype=m.dtype, param_dtype=m.param_dtype or None, **over)
     params = init_params(cfg, key, exp.run.compile_mode)
-  cfg = cfg.replace(param_dtype=m.param_dtype or None, remat=m.remat)
+  cfg = cfg.replace(param_dtype=m.param_dtype or None, remat=m.remat,
+                    attention_backend=m.attention_backend)
   if cfg.weight_dtype != params.final_norm.dtype:
     params = jax.tree.map(lambda x: x.astype(cfg.weight_dtype), params)
   if codec.vocab_size > cfg.vocab_size:

@@ -20,8 +20,10 @@ import optax
 from jax import lax
 
 from reasoning_jax import model as rjm
+from reasoning_jax import sharding as rjs
 from reasoning_jax.objectives import ObjectiveInputs
-from reasoning_jax.objectives.aggregation import accumulate_value_and_grad
+from reasoning_jax.objectives.aggregation import (accumulate_value_and_grad,
+                                                  scan_value_and_grad)
 from reasoning_jax.objectives.objective import Objective
 from reasoning_jax.objectives.types import masked_metric, metric_values
 
@@ -98,17 +100,29 @@ def make_optimizer(learning_rate: float, *, total_steps: int, warmup_steps: int 
   return optax.chain(*parts)
 
 
-def _split_rows(batch: SeqBatch, n: int, group: int) -> list[SeqBatch]:
-  """`n` row-slices of the batch, each holding whole groups."""
+def _stack_rows(batch: SeqBatch, n: int, group: int, shards: int) -> SeqBatch:
+  """The batch as `n` micro-batches stacked on a new leading axis, each of whole
+  groups of `group` consecutive rows.
+
+  With the rows split over `shards` devices, micro-batch i takes the i-th block of
+  every device's rows where those blocks hold whole groups, so every micro-batch is
+  spread over all devices and a scan over them moves no rows between devices; else
+  it takes the i-th block of the batch. Losses are sums over whole groups, so the
+  rows' order within a micro-batch changes nothing.
+  """
   rows = batch.tokens_BT.shape[0]
   if rows % (n * group):
     raise ValueError(f"{rows} rows do not split into {n} micro-batches of whole groups "
                      f"of {group}; choose micro_batches dividing {rows // group}")
-  size = rows // n
+  spread = shards > 1 and rows % (n * shards) == 0 and (rows // (n * shards)) % group == 0
+  d = shards if spread else 1
 
-  def take(i):
-    return jax.tree.map(lambda x: x[i * size:(i + 1) * size] if x.ndim else x, batch)
-  return [take(i) for i in range(n)]
+  def stack(x):
+    if not x.ndim:
+      return jnp.broadcast_to(x, (n,))
+    y = x.reshape(d, n, rows // (d * n), *x.shape[1:]).swapaxes(0, 1)
+    return y.reshape(n, rows // n, *x.shape[1:])
+  return jax.tree.map(stack, batch)
 
 
 def _guarded_update(params, opt_state, grads, loss, tx: optax.GradientTransformation):
@@ -123,7 +137,7 @@ def _guarded_update(params, opt_state, grads, loss, tx: optax.GradientTransforma
 def rl_update(params, opt_state, batch: SeqBatch, temperature=None, *,
               cfg: rjm.ModelConfig, objective: Objective, objective_cfg: Any,
               tx: optax.GradientTransformation, micro_batches: int = 1,
-              default_temperature: float = 1.0, chunk: int = 256):
+              default_temperature: float = 1.0, chunk: int = 256, batch_shards: int = 1):
   """One optimizer update of `objective` on `batch` (exact micro-batch accumulation).
 
   `temperature` (the rollouts' sampling temperature, which the policy log-probs
@@ -148,8 +162,11 @@ def rl_update(params, opt_state, batch: SeqBatch, temperature=None, *,
     gap = masked_metric(jnp.abs(logp - mb.sampler_logp_BT), known)
     return w, dict(mets, sampler_trainer_gap=gap)
 
-  loss, metrics, grads = accumulate_value_and_grad(
-      fn, params, _split_rows(batch, micro_batches, group))
+  if micro_batches == 1:
+    loss, metrics, grads = accumulate_value_and_grad(fn, params, [batch])
+  else:
+    loss, metrics, grads = scan_value_and_grad(
+        fn, params, _stack_rows(batch, micro_batches, group, batch_shards))
   params, opt_state, gnorm, finite = _guarded_update(params, opt_state, grads, loss, tx)
   out = {f"loss/{k}": v for k, v in metric_values(metrics).items()}
   out.update({"loss/total": loss, "loss/grad_norm": gnorm,
@@ -198,9 +215,11 @@ def jit_steps(cfg: rjm.ModelConfig, tx: optax.GradientTransformation, objective=
   """
   # No out_shardings at all (not None) unless asked: the unsharded path is today's.
   out = {"compiler_options": compiler_options}
+  shards = 1
   if state_shardings is not None:
     p_sh, o_sh = state_shardings
     mesh = jax.tree.leaves(p_sh)[0].mesh
+    shards = rjs.batch_shards(mesh)
     out["out_shardings"] = (p_sh, o_sh, jax.sharding.NamedSharding(
         mesh, jax.sharding.PartitionSpec()))
   sft = jax.jit(functools.partial(sft_update, cfg=cfg, tx=tx, chunk=chunk),
@@ -209,7 +228,7 @@ def jit_steps(cfg: rjm.ModelConfig, tx: optax.GradientTransformation, objective=
   if objective is not None:
     rl = jax.jit(functools.partial(rl_update, cfg=cfg, objective=objective,
                                    objective_cfg=objective_cfg, tx=tx,
-                                   micro_batches=micro_batches,
+                                   micro_batches=micro_batches, batch_shards=shards,
                                    default_temperature=temperature, chunk=chunk),
                  donate_argnums=(0, 1), **out)
   sc = jax.jit(functools.partial(score, cfg=cfg, default_temperature=temperature,

@@ -17,7 +17,7 @@ import pytest
 from reasoning_jax import model as rjm
 from reasoning_jax.model.attention import Positions, attention
 
-T = 128  # splash tiles keys by 128 (TPU lanes), interpreted or not
+T = 128  # splash tiles keys by 128 (TPU lanes); other lengths are padded to it
 BUDGET = {jnp.float32: 2e-5, jnp.bfloat16: 2e-2}
 
 GQA = rjm.ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
@@ -133,3 +133,25 @@ def test_auto_is_the_xla_program_off_a_tpu():
 def test_unknown_backend_is_named():
   with pytest.raises(ValueError, match="attention_backend 'flash'.*'auto', 'xla', 'pallas'"):
     GQA.replace(attention_backend="flash")
+
+
+def test_pallas_pads_lengths_that_are_not_whole_tiles():
+  """100 tokens (and a 100-slot cache) are padded to a 128 tile inside the kernel
+  call; real rows' logits are the XLA backend's (float32 budget above)."""
+  cfg = GQA
+  params = rjm.init_params(cfg, jax.random.key(0))
+  n = 100
+  tokens = jax.random.randint(jax.random.key(1), (2, n), 0, cfg.vocab_size)
+  pos = _positions(2, (0, 9))[:, T - n:] - (T - n)
+  pos = jnp.where(pos < 0, -1, pos)
+  out = {}
+  for b in ("xla", "pallas"):
+    c = cfg.replace(attention_backend=b)
+    cache = rjm.init_cache(c, batch=2, length=n)
+    _, cache = rjm.forward(params, tokens[:, :-1], pos[:, :-1], c, cache)
+    out[b] = (np.asarray(rjm.forward(params, tokens, pos, c)[0]),
+              np.asarray(rjm.forward(params, tokens[:, -1:], pos[:, -1:], c, cache)[0]))
+  real = np.asarray(pos >= 0)[:, :, None]
+  np.testing.assert_allclose(np.where(real, out["pallas"][0], 0),
+                             np.where(real, out["xla"][0], 0), rtol=0, atol=1e-4)
+  np.testing.assert_allclose(out["pallas"][1], out["xla"][1], rtol=0, atol=1e-4)
