@@ -89,11 +89,26 @@ def install_cmds(a) -> list[list[str]]:
                   f"python3 -m pip install -e ~/{REMOTE_DIR}")]
 
 
-def launch_cmds(a) -> list[list[str]]:
-  """The same `reasoning-jax train` (as `python3 -m reasoning_jax.cli train`) on every
-  worker, detached, logging to a file.
+def compile_check_cmd(a) -> list[str]:
+  """`reasoning-jax compile` of the same experiment, run here before anything starts
+  on the slice: it compiles every program for the TPU topology without a TPU and
+  fails when one does not fit (needs this checkout installed with libtpu:
+  `pip install -e . "jax[tpu]==<its jax>"`)."""
+  args = [sys.executable, "-m", "reasoning_jax.cli", "compile"]
+  args += [f"--gin_file={f}" for f in a.gin_file]
+  args += [f"--gin_param={p}" for p in a.gin_param]
+  if a.topology:
+    args.append(f"--topology={a.topology}")
+  return args
 
-  All workers must start: on a multi-host slice each one is a jax process and
+
+def launch_cmds(a) -> list[list[str]]:
+  """The compile check here, then the same `reasoning-jax train` (as `python3 -m
+  reasoning_jax.cli train`) on every worker, detached, logging to a file.
+
+  A job that does not fit is refused before it starts (the check's exit code stops
+  the commands after it); `--skip_compile_check` starts it anyway. All workers must
+  start: on a multi-host slice each one is a jax process and
   `jax.distributed.initialize()` (RunConfig.distributed="auto") waits for all of them.
   """
   # `python3 -m` rather than the `reasoning-jax` script: a user-site pip install puts
@@ -102,7 +117,8 @@ def launch_cmds(a) -> list[list[str]]:
   args += [f"--gin_file={f}" for f in a.gin_file]
   args += [f"--gin_param={p}" for p in a.gin_param]
   train = " ".join(shlex.quote(x) for x in args)
-  return [_ssh(a, f"cd ~/{REMOTE_DIR} && nohup {train} > {LOG} 2>&1 &")]
+  check = [] if a.skip_compile_check else [compile_check_cmd(a)]
+  return check + [_ssh(a, f"cd ~/{REMOTE_DIR} && nohup {train} > {LOG} 2>&1 &")]
 
 
 def logs_cmds(a) -> list[list[str]]:
@@ -148,6 +164,11 @@ def parser() -> argparse.ArgumentParser:
       s.add_argument("--gin_file", action="append", required=True,
                      help="experiment file, relative to the package checkout")
       s.add_argument("--gin_param", action="append", default=[])
+      s.add_argument("--topology", default="",
+                     help="the slice for the compile check, e.g. v5e:2x4 for a v5e-8 or "
+                          "v5p:2x4x4 for a v5p-64 (default: CompileSpec.topology)")
+      s.add_argument("--skip_compile_check", action="store_true",
+                     help="start without compiling for the topology first")
       s.add_argument("--workdir", default="runs/tpu",
                      help="run directory on each worker (a gs:// path for checkpoints "
                           "shared by a multi-host slice)")

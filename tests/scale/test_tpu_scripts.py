@@ -64,6 +64,11 @@ def test_readme_example(line):
     remote = [x for x in ssh if x.startswith("--command=")][0]
     assert "jax[tpu]" in remote and "pip install -e ~/reasoning_jax" in remote
   elif sub == "launch":
+    # The compile check runs here first, on the same experiment and topology.
+    check = cmds[0]
+    assert check[1:5] == ["-m", "reasoning_jax.cli", "compile",
+                          "--gin_file=experiments/quickstart.gin"]
+    assert f"--topology={argv[argv.index('--topology') + 1]}" in check
     (ssh,) = gcloud
     assert ssh[4] == "ssh" and "--worker=all" in ssh
     remote = [x for x in ssh if x.startswith("--command=")][0][len("--command="):]
