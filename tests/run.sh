@@ -23,7 +23,7 @@ extras=test
 # libtpu for the installed jax: compiles for TPU topologies on this CPU host
 # (tests/scale/test_tpu_compile.py; `reasoning-jax compile`).
 jaxv=$("$VENV/bin/python" -c "import jax; print(jax.__version__)")
-"${PIP[@]}" "jax[tpu]==$jaxv"
+"${PIP[@]}" "jax[tpu]==$jaxv" || echo "no libtpu for jax $jaxv: the TPU compile tests skip"
 "$VENV/bin/python" -c "import jax, sys; print('python', sys.version.split()[0], 'jax', jax.__version__)"
 "$VENV/bin/python" -c "import tests.conftest as c; print(c.pytest_report_header(None)[0])" 2>/dev/null
 # The layer contracts in pyproject.toml ([tool.importlinter]): imports point down only.
