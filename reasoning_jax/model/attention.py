@@ -4,7 +4,8 @@ against.
 `attention` is the one call site. `ModelConfig.attention_backend` picks the
 implementation: "xla" (this module), "pallas" (a library Pallas kernel from
 `reasoning_jax.kernels`), or "auto", which takes the Pallas kernel when the program
-is lowered for a TPU and XLA elsewhere. "auto" is decided by `lax.platform_dependent`
+is lowered for a TPU (for bf16 compute; float32 stays on XLA's HIGHEST-precision
+products) and XLA elsewhere. "auto" is decided by `lax.platform_dependent`
 at lowering time, i.e. by the platform of the devices the program is compiled for,
 not by `jax.default_backend()`: a program compiled on a CPU host for a TPU topology
 takes the TPU kernel, and only the chosen branch is lowered.
@@ -91,7 +92,10 @@ def attention(q_BTNH: jax.Array, k_BKSH: jax.Array, v_BKSH: jax.Array, pos: Posi
   """
   backend = cfg.attention_backend
   mask_BTS = pos.mask(is_local)
-  if backend == "xla":
+  # The kernel multiplies at the TPU's default precision, exact for bf16 operands but
+  # one bf16 pass for float32 ones: "auto" keeps float32 models on the HIGHEST-precision
+  # XLA path (`matmul.matmul_precision`).
+  if backend == "xla" or (backend == "auto" and q_BTNH.dtype == jnp.float32):
     return xla_attention(q_BTNH, k_BKSH, v_BKSH, mask_BTS, cfg)
 
   def xla(q, k, v, mask):

@@ -87,7 +87,7 @@ class ModelConfig:
       "none", "layer" or "dots" (see `forward._remat`); sampling ignores it.
     attention_backend: the attention implementation (`attention.attention`): "xla",
       "pallas" (a library Pallas kernel, `reasoning_jax.kernels`) or "auto" (Pallas
-      where the program is compiled for a TPU, XLA elsewhere).
+      where the program is compiled for a TPU and computes in bf16, XLA elsewhere).
   """
   family: str = "llama"
   vocab_size: int = 256

@@ -83,9 +83,9 @@ def block(h_BTD: jax.Array, p: LayerParams, is_local: jax.Array, pos: Positions,
     (cos, sin), (cos_l, sin_l) = rope
     if cfg.local_rope:
       cos, sin = jnp.where(is_local, cos_l, cos), jnp.where(is_local, sin_l, sin)
+    q = apply_rope(q, cos, sin)
     keys, values = kv_fn(apply_rope(k, cos, sin), v)
-    o = attention(apply_rope(q, cos, sin), keys.astype(q.dtype), values.astype(q.dtype),
-                  pos, is_local, cfg)
+    o = attention(q, keys.astype(q.dtype), values.astype(q.dtype), pos, is_local, cfg)
     o = dense(o, p.wo, 2)
     if cfg.post_norms:
       o = rms_norm(o, p.post_attn_norm, cfg)

@@ -149,8 +149,15 @@ def init_params(cfg: ModelConfig, key: jax.Array, scale: float = 1.0) -> Params:
   state times the embedding) have about unit scale; an untied one gets std `scale`.
   """
   specs = param_specs(cfg)
-  leaves, treedef = jax.tree.flatten(specs, is_leaf=_is_spec)
-  keys = jax.random.split(key, len(leaves))
+  paths, treedef = jax.tree_util.tree_flatten_with_path(specs, is_leaf=_is_spec)
+  leaves = [spec for _, spec in paths]
+  # Leaf i draws key number rank[i] of the split, ranked by the leaf's name path: the
+  # same key then gives the same weights whatever order the fields are declared in.
+  names = [tuple(getattr(k, "name", getattr(k, "key", k)) for k in path)
+           for path, _ in paths]
+  rank = {n: i for i, n in enumerate(sorted(names))}
+  split = jax.random.split(key, len(leaves))
+  keys = [split[rank[n]] for n in names]
   dtype = jnp.dtype(cfg.weight_dtype)
 
   def one(spec: ParamSpec, k):

@@ -207,3 +207,15 @@ def test_scale_last_gradient_equals_autodiff(shape, dtype, tol):
                  axis=tuple(range(len(shape) - 1)))
   np.testing.assert_allclose(np.asarray(dw, np.float64), exact, rtol=tol, atol=tol)
   np.testing.assert_allclose(np.asarray(rdw, np.float64), exact, rtol=10 * tol, atol=10 * tol)
+
+
+def test_init_params_keys_follow_the_leaf_names():
+  """Leaf keys are ranked by name path (embed, final_norm, layers.attn_norm, ...,
+  layers.wq, layers.wv), not by declaration order, so a key gives the weights it gave
+  when params were a dict: the tiny preset's `wq` is the 10th of 11 split keys."""
+  cfg = rjm.preset("tiny")
+  key = jax.random.key(7)
+  got = rjm.init_params(cfg, key).layers.wq
+  std = 1.0 / np.sqrt(cfg.d_model)
+  want = std * jax.random.normal(jax.random.split(key, 11)[9], got.shape, jnp.float32)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
