@@ -7,6 +7,7 @@ bandwidth): the roofline of `training.aot` divides by them.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 GiB = 2 ** 30
 
@@ -73,6 +74,9 @@ def topology_devices(topology: str):
   if chip.platform != "tpu":
     raise ValueError(f"topology {topology!r}: ahead-of-time compiles here are for TPU "
                      f"topologies ({', '.join(k for k, c in CHIPS.items() if c.platform == 'tpu')})")
+  # Describing a topology touches no chip, so several processes may do it at once
+  # (libtpu otherwise takes a machine-wide lock, and a second process fails).
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   from jax.experimental import topologies
   try:
     desc = topologies.get_topology_desc(topology_name=name, platform="tpu")

@@ -6,6 +6,7 @@ and "pallas" put the Mosaic splash kernel (`tpu_custom_call`) in the TPU program
 "xla" does not; `reasoning-jax compile` reports an experiment that fits and refuses
 one that does not with a one-line message naming the program.
 """
+import importlib.util
 import os
 
 import jax
@@ -16,11 +17,13 @@ from jax.sharding import NamedSharding, PartitionSpec
 from reasoning_jax import model as rjm
 from reasoning_jax import sharding as rjs
 
-try:  # libtpu describes TPU topologies without a TPU
-  from reasoning_jax.training.chips import topology_devices
-  _, DEVICES = topology_devices("v5e:2x2")
-except (ImportError, RuntimeError) as e:  # pragma: no cover - depends on the extra
-  pytest.skip(f"libtpu missing (the `tpu` extra, jax[tpu]): {e}", allow_module_level=True)
+if importlib.util.find_spec("libtpu") is None:  # pragma: no cover - the `tpu` extra
+  pytest.skip("libtpu missing (the `tpu` extra: pip install \"jax[tpu]==<the installed "
+              "jax>\")", allow_module_level=True)
+
+from reasoning_jax.training.chips import topology_devices  # noqa: E402
+
+_, DEVICES = topology_devices("v5e:2x2")  # libtpu describes it without a TPU
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CFG = rjm.preset("tiny").replace(dtype="bfloat16", param_dtype="float32",
@@ -56,17 +59,23 @@ def test_train_step_compiles_for_v5e_with_the_kernel_where_chosen(backend, kerne
 
 
 def _compile(gin_params, capsys):
+  """`reasoning-jax compile` in this process on the quickstart, bf16 (float32 models
+  keep XLA attention under "auto"), for v5e:2x2; gin is cleared before and after, as
+  the command parses it once per process and other tests build their own."""
   import gin
 
   from reasoning_jax import cli
-  gin.clear_config()  # the command parses gin once per process; these run two
   params = ["RunConfig.mesh = (2, 1, 2)", "CompileSpec.topology = 'v5e:2x2'",
             "SFTConfig.steps = 0", "RLConfig.max_new_tokens = 112",
-            "CompileSpec.prompt_tokens = 16"] + gin_params
+            "CompileSpec.prompt_tokens = 16", "ModelSpec.dtype = 'bfloat16'"] + gin_params
   argv = ["compile", "--gin_file", os.path.join(ROOT, "experiments", "quickstart.gin")]
   for p in params:
     argv += ["--gin_param", p]
-  rc = cli.main(argv)
+  gin.clear_config()
+  try:
+    rc = cli.main(argv)
+  finally:
+    gin.clear_config()
   return rc, capsys.readouterr()
 
 
