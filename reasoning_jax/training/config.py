@@ -113,7 +113,7 @@ class RLConfig:
       the objective's KL coefficient is non-zero).
     train_forced_tokens: include budget-forced tokens in the loss mask.
     logprob_chunk: positions per logits chunk when scoring (peak memory ~ rows x
-      chunk x vocab instead of rows x tokens x vocab; docs/benchmarks.md, Memory).
+      chunk x vocab instead of rows x tokens x vocab; `benchmarks/memory.py`).
   """
   objective: str = "grpo"
   objective_overrides: tuple = ()
