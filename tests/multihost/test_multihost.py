@@ -29,6 +29,14 @@ import jax
 import numpy as np
 import pytest
 
+# Two local jax processes with gloo CPU collectives hang on jax 0.12.1 (a 2-process
+# train of this file's job never finishes; seen at 4ae93d4 too, so not this code's
+# change; jax 0.10.2 and 0.12.0.1 run it). Skipped on that release only, so a newer
+# jax runs these tests again.
+if jax.__version__ == "0.12.1":
+  pytest.skip("jax 0.12.1: multi-process CPU (gloo) runs hang in this release",
+              allow_module_level=True)
+
 from reasoning_jax.training.checkpoint import CheckpointManager
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
