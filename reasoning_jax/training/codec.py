@@ -1,7 +1,38 @@
-"""One small text interface over the task's char vocabulary and real tokenizers."""
+"""One small text interface over the task's char vocabulary and real tokenizers.
+
+An instruct checkpoint must see prompts in its own chat format: with a `ChatFormat`,
+`Codec.prompt_ids` renders the task's prompt as the user turn of the tokenizer's chat
+template (`data.chat_template`, equal to transformers' `apply_chat_template`), opens the
+assistant turn, appends `response_prefix`, and tokenizes that text without adding BOS
+(templates write their own). Every prompt the run samples, trains on (SFT and RL) and
+evaluates goes through `prompt_ids`, so the template is applied in one place.
+"""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
+
+from reasoning_jax.data.chat_template import apply_chat_template
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatFormat:
+  """How prompts become chat turns.
+
+  Attributes:
+    system: a system message put before the user turn ("" for none).
+    response_prefix: text the assistant turn starts with (e.g. "<think>\n" to open
+      a rationale the template does not open itself).
+    kwargs: `(name, value)` template variables, e.g. (("enable_thinking", False),).
+  """
+  system: str = ""
+  response_prefix: str = ""
+  kwargs: tuple = ()
+
+  def messages(self, prompt: str) -> list[dict[str, str]]:
+    """The conversation of one prompt: optional system turn, then the user turn."""
+    sys = [{"role": "system", "content": self.system}] if self.system else []
+    return sys + [{"role": "user", "content": prompt}]
 
 
 class Codec:
@@ -12,8 +43,9 @@ class Codec:
   a completion's text never includes what the sampler wrote after the end.
   """
 
-  def __init__(self, inner: Any):
+  def __init__(self, inner: Any, chat: ChatFormat | None = None):
     self.inner = inner
+    self.chat = chat
     self.vocab_size = int(getattr(inner, "vocab_size", None) or inner.size)
     self.eos_id = int(inner.eos_id)
     bos = getattr(inner, "bos_id", None)
@@ -27,8 +59,19 @@ class Codec:
     """Token ids of `text`, no BOS/EOS added."""
     return list(self.inner.encode(text))
 
+  def prompt_text(self, text: str) -> str:
+    """The text a prompt is tokenized from: the prompt itself, or its chat rendering."""
+    if self.chat is None:
+      return text
+    rendered = apply_chat_template(self.inner, self.chat.messages(text),
+                                   add_generation_prompt=True, **dict(self.chat.kwargs))
+    return rendered + self.chat.response_prefix
+
   def prompt_ids(self, text: str) -> list[int]:
-    """A prompt's ids: BOS (when the vocabulary has one) then the text."""
+    """A prompt's ids: BOS (when the vocabulary has one) then the text; with a chat
+    format, the rendered template's ids (the template writes BOS if the model has one)."""
+    if self.chat is not None:
+      return self.encode(self.prompt_text(text))
     return ([self.bos_id] if self.bos_id is not None else []) + self.encode(text)
 
   def decode(self, ids: Sequence[int]) -> str:

@@ -58,6 +58,13 @@ class TaskSpec:
     tokenizer: "char" (the task's own character vocabulary, for models trained from
       scratch), "checkpoint" (the tokenizer of ModelSpec.checkpoint), or a path for
       `reasoning_jax.data.tokenizer.load_tokenizer`.
+    chat_template: "auto" (render prompts with the tokenizer's chat template when it
+      has one: instruct checkpoints; char vocabularies have none), "on" (require a
+      template) or "off" (raw prompt text); see `training.codec.ChatFormat`.
+    system_prompt: a system turn before each prompt ("" for none; chat template only).
+    response_prefix: text the assistant turn starts with (chat template only).
+    chat_template_kwargs: `(name, value)` template variables, e.g.
+      (("enable_thinking", True),) for Qwen3.
     num_warmup: SFT warm-up examples; num_train: RL training prompts;
       num_eval: held-out evaluation prompts.
     data_seed: seed of example generation (independent of the training seed).
@@ -68,6 +75,10 @@ class TaskSpec:
   cold_start_depth: int = 1
   cold_start_depths: tuple = ()
   tokenizer: str = "char"
+  chat_template: str = "auto"
+  system_prompt: str = ""
+  response_prefix: str = ""
+  chat_template_kwargs: tuple = ()
   num_warmup: int = 4096
   num_train: int = 4096
   num_eval: int = 128

@@ -12,7 +12,7 @@ from reasoning_jax import model as rjm
 from reasoning_jax.data.tasks import ColdStart, get_task
 from reasoning_jax.objectives import ObjectiveInputs
 from reasoning_jax.objectives.registry import get_objective
-from reasoning_jax.training.codec import Codec
+from reasoning_jax.training.codec import ChatFormat, Codec
 from reasoning_jax.training.compile_mode import compiler_options
 from reasoning_jax.training.config import Experiment
 
@@ -28,18 +28,41 @@ def build_task(exp: Experiment):
   return get_task(t.name, cold_start=cold, **dict(t.kwargs))
 
 
+CHAT_TEMPLATE_MODES = ("auto", "on", "off")
+
+
+def chat_format(exp: Experiment, inner) -> ChatFormat | None:
+  """The run's prompt chat format (`TaskSpec.chat_template`), or None for raw text."""
+  t = exp.task
+  if t.chat_template not in CHAT_TEMPLATE_MODES:
+    raise ValueError(f"TaskSpec.chat_template={t.chat_template!r}; use one of "
+                     f"{CHAT_TEMPLATE_MODES}")
+  has = bool(getattr(inner, "chat_template", None))
+  if t.chat_template == "on" and not has:
+    raise ValueError(f"TaskSpec.chat_template='on' but the tokenizer "
+                     f"({t.tokenizer!r}) has no chat template; set it to 'off' or "
+                     "'auto', or use a tokenizer that carries one")
+  if t.chat_template == "off" or not has:
+    return None
+  return ChatFormat(system=t.system_prompt, response_prefix=t.response_prefix,
+                    kwargs=tuple(t.chat_template_kwargs))
+
+
 def build_codec(exp: Experiment, task) -> Codec:
-  """The text codec: the task's char vocabulary, the checkpoint's, or a path."""
+  """The text codec: the task's char vocabulary, the checkpoint's, or a path; with the
+  tokenizer's chat template applied to prompts where `chat_format` says so."""
   name = exp.task.tokenizer
   if name == "char":
-    return Codec(task.vocab())
-  from reasoning_jax.data.tokenizer import load_tokenizer, smollm2_gguf_path
-  if name == "checkpoint":
-    ckpt = exp.model.checkpoint
-    if not ckpt:
-      raise ValueError("TaskSpec.tokenizer='checkpoint' needs ModelSpec.checkpoint")
-    name = smollm2_gguf_path() if ckpt == "smollm2" else ckpt
-  return Codec(load_tokenizer(name))
+    inner = task.vocab()
+  else:
+    from reasoning_jax.data.tokenizer import load_tokenizer, smollm2_gguf_path
+    if name == "checkpoint":
+      ckpt = exp.model.checkpoint
+      if not ckpt:
+        raise ValueError("TaskSpec.tokenizer='checkpoint' needs ModelSpec.checkpoint")
+      name = smollm2_gguf_path() if ckpt == "smollm2" else ckpt
+    inner = load_tokenizer(name)
+  return Codec(inner, chat_format(exp, inner))
 
 
 def init_params(cfg: rjm.ModelConfig, key: jax.Array, compile_mode: str = "auto"):
