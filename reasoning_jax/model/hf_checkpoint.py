@@ -80,26 +80,50 @@ def _to_hf(name: str, w: np.ndarray) -> np.ndarray:
   return w
 
 
+def _safe_open(file: str):
+  """`safe_open`, with a truncated or non-safetensors file named in the error."""
+  try:
+    return safe_open(file, framework="np")
+  except Exception as e:  # SafetensorError / OSError: header or length do not parse
+    raise ValueError(f"{file} is not a readable safetensors file ({e}); it may be "
+                     "truncated: download or convert it again") from e
+
+
+def _read_json(file: str) -> Any:
+  try:
+    with open(file, encoding="utf-8") as f:
+      return json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f"{file} is not valid JSON ({e})") from e
+
+
 class _TensorFiles:
-  """Name -> tensor over one or several safetensors files, opened lazily."""
+  """Name -> tensor over one or several safetensors files, opened lazily.
+
+  Records which names were read, so the loader can refuse tensors it never used.
+  """
 
   def __init__(self, path: str):
     index = os.path.join(path, _INDEX)
     single = os.path.join(path, _SINGLE)
     if os.path.exists(index):
-      with open(index) as f:
-        weight_map = json.load(f)["weight_map"]
-      self.where = {k: os.path.join(path, v) for k, v in weight_map.items()}
+      weight_map = _read_json(index)
+      if not isinstance(weight_map, dict) or not isinstance(
+          weight_map.get("weight_map"), dict):
+        raise ValueError(f"{index} has no 'weight_map' object")
+      self.where = {k: os.path.join(path, v) for k, v in weight_map["weight_map"].items()}
       missing = sorted({v for v in self.where.values() if not os.path.exists(v)})
       if missing:
         raise FileNotFoundError(f"{_INDEX} in {path} names shard files that are missing: "
                                 f"{[os.path.basename(m) for m in missing]}")
     elif os.path.exists(single):
-      with safe_open(single, framework="np") as f:
+      with _safe_open(single) as f:
         self.where = {k: single for k in f.keys()}
     else:
       raise FileNotFoundError(f"{path} has neither {_SINGLE} nor {_INDEX}; a Hugging "
                               "Face checkpoint directory needs its safetensors weights")
+    self.path = path
+    self.used: set[str] = set()
     self._open: dict[str, Any] = {}
 
   def has(self, name: str) -> bool:
@@ -107,11 +131,28 @@ class _TensorFiles:
 
   def get(self, name: str) -> np.ndarray:
     if name not in self.where:
-      raise ValueError(f"checkpoint is missing tensor {name!r}")
+      raise ValueError(f"checkpoint {self.path} is missing tensor {name!r}")
     file = self.where[name]
     if file not in self._open:
-      self._open[file] = safe_open(file, framework="np")
-    return self._open[file].get_tensor(name)
+      self._open[file] = _safe_open(file)
+    self.used.add(name)
+    try:
+      return self._open[file].get_tensor(name)
+    except Exception as e:  # SafetensorError: the data region is cut short
+      raise ValueError(f"{file}: tensor {name!r} cannot be read ({e}); the file may be "
+                       "truncated") from e
+
+  def check_all_used(self, ignore: tuple[str, ...] = ()) -> None:
+    """Raise naming the files and tensors that were never read."""
+    unused = sorted(n for n in set(self.where) - self.used
+                    if not n.endswith(ignore))
+    if unused:
+      files = sorted({os.path.basename(self.where[n]) for n in unused})
+      raise ValueError(
+          f"{self.path}: {files} hold {len(unused)} tensors the config does not use: "
+          f"{unused[:8]}{' and more' if len(unused) > 8 else ''}. config.json does not "
+          "describe these weights (e.g. fewer num_hidden_layers than the files hold); "
+          "fix config.json or use the matching checkpoint.")
 
 
 def read_hf_config(path: str) -> dict[str, Any]:
@@ -122,35 +163,56 @@ def read_hf_config(path: str) -> dict[str, Any]:
   if not os.path.exists(cfg_path):
     raise FileNotFoundError(f"{path} has no config.json; a Hugging Face checkpoint "
                             "directory needs config.json next to the safetensors files")
-  with open(cfg_path) as f:
-    return json.load(f)
+  d = _read_json(cfg_path)
+  if not isinstance(d, dict):
+    raise ValueError(f"{cfg_path} must hold a JSON object, got {type(d).__name__}")
+  return d
 
 
 def load_hf_checkpoint(path: str, dtype: str = "float32") -> tuple[ModelConfig, Params]:
   """Load a transformers checkpoint directory into `(config, params)`.
 
+  Every tensor of the files must be used and every one the config implies present
+  (else ValueError naming the file and the tensor); a config.json or safetensors file
+  that does not parse is named in the error.
+
   Args:
     path: directory holding config.json and model.safetensors (or a sharded index).
     dtype: "float32" or "bfloat16", the dtype of the returned params and activations.
   """
-  cfg = config_from_hf(read_hf_config(path), dtype=str(jnp.dtype(dtype)))
+  try:
+    cfg = config_from_hf(read_hf_config(path), dtype=str(jnp.dtype(dtype)))
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"{os.path.join(path, 'config.json')}: {e}") from e
   files = _TensorFiles(path)
   np_dtype = jnp.dtype(cfg.dtype)
   layer_names = _layer_names(cfg)
-  specs = param_specs(cfg)
 
   def get(name: str) -> np.ndarray:
     return files.get(name).astype(np.float32).astype(np_dtype)
 
-  layers = {}
-  for ours in specs.layers.present():
-    stacked = []
-    for i in range(cfg.n_layers):
-      stacked.append(_to_ours(ours, get(f"model.layers.{i}.{layer_names[ours]}"), cfg))
-    layers[ours] = np.stack(stacked)
+  def layer(ours: str, i: int) -> np.ndarray:
+    name = f"model.layers.{i}.{layer_names[ours]}"
+    w = get(name)
+    try:
+      return _to_ours(ours, w, cfg)
+    except ValueError as e:  # a reshape to config.json's heads
+      raise ValueError(f"{files.where[name]}: tensor {name!r} of shape {w.shape} does "
+                       f"not fit config.json ({e})") from e
+
+  layers = {ours: np.stack([layer(ours, i) for i in range(cfg.n_layers)])
+            for ours in param_specs(cfg).layers.present()}
   params = Params(embed=get("model.embed_tokens.weight"),
                   final_norm=get("model.norm.weight"), layers=LayerParams(**layers),
                   lm_head=None if cfg.tie_embeddings else get("lm_head.weight").T)
+  if cfg.tie_embeddings and files.has("lm_head.weight"):
+    # Some exports store the tied head too; it is the embedding, or the config is wrong.
+    if not np.array_equal(get("lm_head.weight"), params.embed):
+      raise ValueError(f"{path}: config.json says tie_word_embeddings=true but "
+                       "lm_head.weight differs from model.embed_tokens.weight; set "
+                       "tie_word_embeddings to false")
+  # Rotary inverse frequencies are a buffer some old exports saved, recomputed here.
+  files.check_all_used(ignore=("rotary_emb.inv_freq",))
   check_params(params, cfg, where=f"tensors in {path}")
   return cfg, jax.tree.map(jnp.asarray, params)
 

@@ -101,3 +101,76 @@ def test_missing_tensor_is_named(ckpt):
   save_file(tensors, f)
   with pytest.raises(ValueError, match="model.layers.1.self_attn.k_norm.weight"):
     rjm.load_hf_checkpoint(path)
+
+
+def test_config_with_fewer_layers_than_the_file_is_an_error(ckpt):
+  path, _ = ckpt
+  _edit_config(path, num_hidden_layers=1)
+  with pytest.raises(ValueError, match=r"\['model.safetensors'\] hold 11 tensors the "
+                                       r"config does not use: \['model.layers.1\."):
+    rjm.load_hf_checkpoint(path)
+
+
+def test_config_with_more_layers_than_the_file_names_the_missing_tensor(ckpt):
+  path, _ = ckpt
+  _edit_config(path, num_hidden_layers=3)
+  with pytest.raises(ValueError, match=r"ckpt is missing tensor "
+                                       r"'model.layers.2.input_layernorm.weight'"):
+    rjm.load_hf_checkpoint(path)
+
+
+def test_extra_tensor_in_the_file_is_named(ckpt):
+  path, _ = ckpt
+  f = os.path.join(path, "model.safetensors")
+  tensors = load_file(f)
+  tensors["model.layers.0.mlp.extra.weight"] = np.zeros(3, np.float32)
+  tensors["model.rotary_emb.inv_freq"] = np.zeros(4, np.float32)  # old exports: allowed
+  save_file(tensors, f)
+  with pytest.raises(ValueError, match=r"1 tensors the config does not use: "
+                                       r"\['model.layers.0.mlp.extra.weight'\]"):
+    rjm.load_hf_checkpoint(path)
+
+
+def test_tied_config_over_a_different_head_is_an_error(ckpt):
+  path, params = ckpt
+  _edit_config(path, tie_word_embeddings=True)  # the file has an untied lm_head
+  with pytest.raises(ValueError, match="tie_word_embeddings=true but lm_head.weight "
+                                       "differs"):
+    rjm.load_hf_checkpoint(path)
+  # A stored head equal to the embedding (some exports write both) loads.
+  f = os.path.join(path, "model.safetensors")
+  tensors = load_file(f)
+  tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"]
+  save_file(tensors, f)
+  cfg, back = rjm.load_hf_checkpoint(path)
+  assert cfg.tie_embeddings and back.lm_head is None
+  np.testing.assert_array_equal(back.embed, params.embed)
+
+
+@pytest.mark.parametrize("keep", [5, -64], ids=["header", "data"])
+def test_truncated_safetensors_names_the_file(ckpt, keep):
+  path, _ = ckpt
+  f = os.path.join(path, "model.safetensors")
+  data = open(f, "rb").read()
+  open(f, "wb").write(data[:keep])
+  with pytest.raises(ValueError, match=r"ckpt/model\.safetensors.*truncated"):
+    rjm.load_hf_checkpoint(path)
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", "\xff\xfe"],
+                         ids=["garbage", "a list", "not utf-8"])
+def test_bad_config_json_names_the_file(ckpt, text):
+  path, _ = ckpt
+  with open(os.path.join(path, "config.json"), "w", encoding="latin-1") as f:
+    f.write(text)
+  with pytest.raises(ValueError, match=r"ckpt/config\.json"):
+    rjm.load_hf_checkpoint(path)
+
+
+def test_heads_that_do_not_fit_the_tensor_name_it(ckpt):
+  path, _ = ckpt
+  _edit_config(path, num_attention_heads=3)  # 3 heads x 8 do not divide q_proj's 16 rows
+  with pytest.raises(ValueError, match=r"model\.safetensors: tensor "
+                                       r"'model\.layers\.0\.self_attn\.q_proj\.weight' of "
+                                       r"shape \(16, 16\) does not fit config\.json"):
+    rjm.load_hf_checkpoint(path)
