@@ -125,6 +125,10 @@ class RLConfig:
     train_forced_tokens: include budget-forced tokens in the loss mask.
     logprob_chunk: positions per logits chunk when scoring (peak memory ~ rows x
       chunk x vocab instead of rows x tokens x vocab; `benchmarks/memory.py`).
+    refill_rounds: DAPO's dynamic sampling: extra rounds of `prompts_per_step`
+      prompts sampled per step to replace zero-variance groups (`training.refill`);
+      -1 (auto) means 3 when the objective filters such groups (DAPO's
+      `filter_groups`) and 0 otherwise.
   """
   objective: str = "grpo"
   objective_overrides: tuple = ()
@@ -147,6 +151,7 @@ class RLConfig:
   reference: str = "auto"
   train_forced_tokens: bool = True
   logprob_chunk: int = 256
+  refill_rounds: int = -1
 
 
 @gin.configurable(module="rj")

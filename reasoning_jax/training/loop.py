@@ -25,6 +25,7 @@ from reasoning_jax import sampling
 from reasoning_jax import sharding as rjs
 from reasoning_jax.evaluation.loop import evaluate
 from reasoning_jax.training import multihost as mh
+from reasoning_jax.training import refill
 from reasoning_jax.training import setup as S
 from reasoning_jax.training.build import build_run
 from reasoning_jax.training.compile_ahead import compile_ahead
@@ -156,15 +157,13 @@ class Trainer:
     return {k: float(v) for k, v in m.items()}
 
   def rl(self, step: int) -> dict[str, float]:
-    """One RL step: rollouts, rewards, (reference / old-policy scoring), updates."""
+    """One RL step: rollouts (refilled, `training.refill`), rewards, (reference /
+    old-policy scoring), updates."""
     key = jax.random.fold_in(self.parts.run_key, step)
     k_sample, k_prep = jax.random.split(key)
     temp = jnp.float32(self.sampling.temperature)  # traced: a new value does not recompile
     t0 = time.perf_counter()
-    exs = [self.parts.data.train[i] for i in self._take(self.rl_iter, step, "rl")]
-    prompts, answers, out, buckets, warm = self._sample(exs, k_sample, temp, k_prep)
-    t1 = time.perf_counter()
-    roll, stats = self._score(exs, prompts, answers, out, buckets)
+    roll, stats, warm, times, refill_m = self._collect(step, k_sample, temp, k_prep)
     t2 = time.perf_counter()
     for th in warm:
       th.join()  # they compile the programs used next; never compile them twice
@@ -174,12 +173,53 @@ class Trainer:
     metrics = self._updates(batch, inputs, temp)
     t4 = time.perf_counter()
     metrics.update(roll.metrics)
+    metrics.update(refill_m)
     ntok = float(mh.allgather(roll.mask.sum()).sum())
-    metrics.update({"time/rollout": t1 - t0, "time/reward": t2 - t1, "time/score": t3 - t2,
-                    "time/update": t4 - t3, "time/step": t4 - t0,
-                    "throughput/tokens_per_s": float(stats["length"].sum())
-                    / max(t1 - t0, 1e-9), "rollout/trained_tokens": ntok})
+    metrics.update({"time/rollout": times[0], "time/reward": times[1],
+                    "time/score": t3 - t2, "time/update": t4 - t3, "time/step": t4 - t0,
+                    "throughput/tokens_per_s": times[2] / max(times[0], 1e-9),
+                    "rollout/trained_tokens": ntok})
     return metrics
+
+  def _collect(self, step: int, k_sample, temp, k_prep):
+    """Sample and score rounds of prompts until the batch holds `prompts_per_step`
+    informative groups or the over-sampling limit is reached (`training.refill`; one
+    round unless the objective filters zero-variance groups). Returns (rollouts, their
+    global row stats, compile-ahead threads, (sampling s, reward s, sampled tokens),
+    refill metrics)."""
+    p, r = self.parts, self.exp.rl
+    rounds = refill.refill_rounds(r.refill_rounds, p.ocfg) if p.layout == "completion" else 0
+    rolls, keeps, warm, prompt_sets = [], [], [], []
+    t_sample = t_reward = tokens = 0.0
+    for j in range(rounds + 1):
+      t0 = time.perf_counter()
+      exs = [p.data.train[i] for i in self._take(self.rl_iter, step, "rl")]
+      k = k_sample if j == 0 else jax.random.fold_in(k_sample, j)
+      prompts, answers, out, buckets, w = self._sample(exs, k, temp, k_prep)
+      t1 = time.perf_counter()
+      roll = self._score(exs, prompts, answers, out, buckets)
+      t_sample, t_reward = t_sample + t1 - t0, t_reward + time.perf_counter() - t1
+      tokens += float(mh.allgather(np.asarray(out.lengths).sum()).sum())
+      rolls.append(roll)
+      prompt_sets.append(prompts)
+      warm += w
+      if not rounds:
+        break
+      keeps.append(refill.informative_groups(roll.rewards, r.group_size))
+      short = sum(int(k.sum()) for k in keeps) < len(exs)
+      if not mh.allgather(np.int32(short)).max():
+        break
+    refill_m = {}
+    if rounds:
+      picks = refill.pick_groups(keeps, len(prompt_sets[0]))
+      self.last_prompts = [prompt_sets[i][g] for i, g in picks]
+      roll = refill.merge(rolls, picks, r.group_size, p.codec.pad_id)
+      sampled = float(mh.allgather(sum(len(x) for x in prompt_sets)).sum())
+      refill_m = {"refill/rounds": float(len(rolls)), "refill/prompts_sampled": sampled,
+                  "refill/informative_frac": float(np.mean(refill.informative_groups(
+                      roll.rewards, r.group_size)))}
+    stats = self._summarize(roll)
+    return roll, stats, warm, (t_sample, t_reward, tokens), refill_m
 
   def _sample(self, exs, k_sample, temp, k_prep):
     """Sample the step's rollouts (starting the compile-ahead threads first); returns
@@ -214,23 +254,28 @@ class Trainer:
     jax.block_until_ready(out.tokens)
     return prompts, answers, out, (prompt_bucket, answer_bucket), warm
 
-  def _score(self, exs, prompts, answers, out, buckets):
-    """Lay the samples out for the update and score them; returns (rollouts, per-row
-    stats of the global batch)."""
+  def _score(self, exs, prompts, answers, out, buckets) -> Rollouts:
+    """Lay this process's samples out for the update and score them."""
     p, r = self.parts, self.exp.rl
-    roll = build_rollouts(exs, prompts, out, p.codec, p.runner, group=r.group_size,
+    return build_rollouts(exs, prompts, out, p.codec, p.runner, group=r.group_size,
                           layout=p.layout, marker_ids=p.data.marker_ids,
                           answer_ids=answers, train_forced=r.train_forced_tokens,
                           prompt_bucket=buckets[0], answer_bucket=buckets[1])
+
+  def _summarize(self, roll: Rollouts) -> dict[str, np.ndarray]:
+    """The step's metrics (into `roll.metrics`) and per-row stats of the global batch
+    (gathered from every process), which the health checks read."""
+    p, r = self.parts, self.exp.rl
     stats = roll.row_stats
+    counts = roll.counts
     if jax.process_count() > 1:  # metrics and health checks of the global batch
       stats = {k: mh.allgather_rows(v) for k, v in stats.items()}
       counts = {k: float(mh.allgather(roll.counts.get(k, 0.0)).sum())
                 for k in sorted(roll.counts)}
-      roll.metrics = summarize(stats, counts, r.group_size)
+    roll.metrics = summarize(stats, counts, r.group_size)
     self._last_rewards = (stats.get("reward", roll.rewards) if p.layout == "completion"
                           else None)
-    return roll, stats
+    return stats
 
   def _updates(self, batch: SeqBatch, inputs, temp) -> dict[str, float]:
     """`epochs` passes of `minibatches` updates over the step's batch; returns the last
