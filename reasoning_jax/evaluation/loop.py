@@ -13,7 +13,8 @@ import numpy as np
 
 from reasoning_jax import sampling
 from reasoning_jax.evaluation.metrics import maj_at_k, mean_pass_at_k
-from reasoning_jax.rewards import score_examples
+from reasoning_jax.rewards import last_boxed, score_examples
+from reasoning_jax.rewards.math_equiv import normalize_answer, parse_number
 
 
 def final_answer(example: Any, completion: str) -> str | None:
@@ -22,6 +23,22 @@ def final_answer(example: Any, completion: str) -> str | None:
   if marker not in completion:
     return None
   return completion.rsplit(marker, 1)[1].strip()
+
+
+def vote_key(answer: str | None) -> str | None:
+  """The maj@k vote of a final answer: equal for answers the verifier treats as the
+  same surface form. A `\\boxed{}` is unwrapped, `$`, spacing macros and a trailing
+  period go (`normalize_answer`), plain numbers become their exact value (so "1,000",
+  "1000" and "1000.0" are one vote; "50%" keeps its percent sign) and other text is
+  compared ignoring case and whitespace. None (no answer) stays an abstention."""
+  if answer is None:
+    return None
+  text = normalize_answer(last_boxed(answer) or answer)
+  num = parse_number(text)
+  if num is not None:
+    value, percent = num
+    return f"{value}{'%' if percent else ''}"
+  return "".join(text.lower().split()) or None
 
 
 def _generate(params, cfg, prompts, codec, *, key, max_new_tokens, samples, temperature,
@@ -56,7 +73,9 @@ def evaluate(params, cfg, examples: Sequence[Any], codec, runner, *, key: jax.Ar
   `temperature` (the quantity RL maximises; equal to pass@1), `{prefix}greedy_accuracy`,
   `{prefix}pass@{samples}` (unbiased estimator), `{prefix}maj@{samples}`,
   `{prefix}length_mean`, `{prefix}truncated_frac` (greedy completions) and the
-  verifier's outcome counts. With `samples=0`, accuracy is the greedy one.
+  verifier's outcome counts of the greedy completions (`{prefix}reward/...`) and of
+  the sampled ones (`{prefix}sampled/reward/...`). maj@k votes on `vote_key`s.
+  With `samples=0`, accuracy is the greedy one.
   `compiler_options` go to the sampler's program (`training.compile_mode`).
   """
   if not examples:
@@ -76,10 +95,11 @@ def evaluate(params, cfg, examples: Sequence[Any], codec, runner, *, key: jax.Ar
                                  max_new_tokens=max_new_tokens, samples=samples,
                                  temperature=temperature, compiler_options=compiler_options)
     rep = [examples[r // samples] for r in range(len(stexts))]
-    scores, _ = score_examples(rep, stexts, slens, runner)
+    scores, scounts = score_examples(rep, stexts, slens, runner)
+    out.update({f"{prefix}sampled/{k}": v for k, v in scounts.items()})
     correct = (scores > 0.5).reshape(len(examples), samples)
-    answers = [[final_answer(examples[i], stexts[i * samples + j]) for j in range(samples)]
-               for i in range(len(examples))]
+    answers = [[vote_key(final_answer(examples[i], stexts[i * samples + j]))
+                for j in range(samples)] for i in range(len(examples))]
     out[f"{prefix}accuracy"] = float(mean_pass_at_k(correct, 1))
     out[f"{prefix}pass@{samples}"] = float(mean_pass_at_k(correct, samples))
     out[f"{prefix}maj@{samples}"] = float(maj_at_k(answers, correct, samples))

@@ -138,3 +138,48 @@ def test_length_summary_and_truncation_rate():
   assert truncation_rate(np.array([2, 1, 2]) != 1) == pytest.approx(2 / 3)
   with pytest.raises(ValueError, match="booleans or 0/1"):
     truncation_rate([2, 1])
+
+
+def test_vote_key_merges_surface_forms_of_one_answer():
+  from reasoning_jax.evaluation.loop import vote_key
+  for same in (["1,000", "1000", " \\boxed{1000}", "1000.0", "$1000$", "1000."],
+               ["x + 1", "X+1", "\\boxed{x+1}"], ["1/2", "0.5", "\\frac{1}{2}"]):
+    assert len({vote_key(a) for a in same}) == 1, same
+  assert vote_key("50%") != vote_key("50")  # the verifier's percent rule is its own
+  assert vote_key("7") != vote_key("1000")
+  assert vote_key(None) is None and vote_key("  ") is None
+
+
+def test_evaluate_votes_on_normalised_answers_and_counts_samples(monkeypatch):
+  """Four samples "7", "1,000", "1000", "$1000$" (gold 1000): raw strings would elect the
+  first, "7" (maj@4 = 0); normalised votes elect 1000 (maj@4 = 1). The sampled
+  completions' verifier counts are reported next to the greedy ones."""
+  import jax
+  from reasoning_jax.data.tasks.base import Example
+  from reasoning_jax.evaluation import loop as L
+  from reasoning_jax.rewards import RewardRunner
+  ex = Example("q", "", "1000", "=>", "math", {}, {})
+  greedy = ["a=>7"]
+  sampled = ["a=>7", "b=>1,000", "c=>1000", "d=>$1000$"]
+
+  def fake_generate(params, cfg, prompts, codec, *, samples, **kw):
+    texts = greedy if samples == 1 else sampled
+    return texts, np.full(len(texts), 5), np.zeros(len(texts), np.int32)
+
+  monkeypatch.setattr(L, "_generate", fake_generate)
+
+  class Codec:
+    def prompt_ids(self, text):
+      return [1]
+
+  runner = RewardRunner(num_workers=0)
+  try:
+    out = L.evaluate(None, None, [ex], Codec(), runner, key=jax.random.key(0),
+                     max_new_tokens=8, samples=4)
+  finally:
+    runner.close()
+  assert out["eval/greedy_accuracy"] == 0.0
+  assert out["eval/accuracy"] == 0.75  # pass@1 over the samples: 3 of 4
+  assert out["eval/pass@4"] == 1.0
+  assert out["eval/maj@4"] == 1.0
+  assert out["eval/reward/ok"] == 1.0 and out["eval/sampled/reward/ok"] == 4.0
