@@ -115,8 +115,9 @@ def cmd_sample(a) -> int:
 
 def cmd_convert(a) -> int:
   """Convert a run's latest checkpoint, a GGUF file (or 'smollm2') or a HF directory to
-  a Hugging Face directory."""
+  a Hugging Face directory, with the tokenizer files transformers reads."""
   from reasoning_jax import model as rjm
+  from reasoning_jax.data import tokenizer as rjt
   src = a.workdir or a.gguf or a.hf
   if not src:
     sys.exit("error: give --workdir RUN, --gguf FILE (or 'smollm2') or --hf DIR")
@@ -128,7 +129,7 @@ def cmd_convert(a) -> int:
     t = _build(Trainer, exp, a.workdir, text)
     try:
       step = t.resume()
-      cfg, params = t.cfg, t.params
+      cfg, params, tok = t.cfg, t.params, t.codec.inner
     finally:
       t.ckpt.close()
       t.runner.close()
@@ -137,9 +138,17 @@ def cmd_convert(a) -> int:
     from reasoning_jax.model.gguf_checkpoint import smollm2_gguf_path
     path = smollm2_gguf_path() if a.gguf == "smollm2" else a.gguf
     cfg, params = rjm.load_gguf_checkpoint(path, dtype=a.dtype)
+    tok = rjt.load_gguf_tokenizer(path)
   else:
     cfg, params = rjm.load_hf_checkpoint(a.hf, dtype=a.dtype)
+    tok = None
   rjm.save_hf_checkpoint(params, cfg, a.out)
+  try:  # the weights are written either way; a tokenizer that cannot be is said aloud
+    files = (rjt.copy_tokenizer_files(a.hf, a.out) if tok is None
+             else rjt.export_tokenizer(tok, a.out))
+    print(f"tokenizer: {', '.join(files)}")
+  except (ValueError, FileNotFoundError) as e:
+    print(f"warning: no tokenizer written to {a.out}: {e}", file=sys.stderr)
   print(f"wrote {a.out} ({cfg.family}, {cfg.num_params() / 1e6:.1f}M params)")
   return 0
 

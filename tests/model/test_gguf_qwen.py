@@ -33,8 +33,10 @@ def make_tiny_model(family: str, path, **overrides):
   return model
 
 
-def write_gguf(model, arch: str, path, *, head_dim_key: bool, block_count=None):
-  """Write `model`'s float32 weights and llama.cpp's metadata for `arch` as a GGUF."""
+def write_gguf(model, arch: str, path, *, head_dim_key: bool, block_count=None,
+               add_metadata=None):
+  """Write `model`'s float32 weights and llama.cpp's metadata for `arch` as a GGUF;
+  `add_metadata(writer)` may add more (a tokenizer)."""
   import gguf
   c = model.config
   w = gguf.GGUFWriter(str(path), arch)
@@ -50,6 +52,8 @@ def write_gguf(model, arch: str, path, *, head_dim_key: bool, block_count=None):
   if head_dim_key:  # llama.cpp writes key/value_length when the config has head_dim
     w.add_key_length(c.head_dim)
     w.add_value_length(c.head_dim)
+  if add_metadata is not None:
+    add_metadata(w)
   names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], c.num_hidden_layers)
   for hf_name, t in model.state_dict().items():
     if hf_name == "lm_head.weight" and c.tie_word_embeddings:

@@ -4,12 +4,15 @@
     tok = load_tokenizer("model.gguf")                # tokenizer stored in GGUF metadata
     tok = synthetic_tokenizer()                       # shipped tiny SentencePiece model
     check_vocab_size(tok, model_cfg.vocab_size)       # fail early on a mismatched pair
+    export_tokenizer(tok, "out_dir")                  # files transformers.AutoTokenizer reads
 """
 from __future__ import annotations
 
 import os
 
 from reasoning_jax.data.tokenizer.base import Tokenizer, check_vocab_size
+from reasoning_jax.data.tokenizer.export import (
+    char_level_tokenizer, copy_tokenizer_files, export_tokenizer)
 from reasoning_jax.data.tokenizer.gguf_tokenizer import (
     build_gguf_tokenizer, load_gguf_tokenizer, read_gguf_tokenizer_metadata, smollm2_gguf_path)
 from reasoning_jax.data.tokenizer.hf import HFTokenizer
@@ -19,7 +22,8 @@ from reasoning_jax.data.tokenizer.sentencepiece_tokenizer import (
 __all__ = [
     "Tokenizer", "check_vocab_size", "HFTokenizer", "SentencePieceTokenizer",
     "load_gguf_tokenizer", "build_gguf_tokenizer", "read_gguf_tokenizer_metadata",
-    "smollm2_gguf_path", "synthetic_tokenizer", "load_tokenizer",
+    "smollm2_gguf_path", "synthetic_tokenizer", "load_tokenizer", "export_tokenizer",
+    "char_level_tokenizer", "copy_tokenizer_files",
 ]
 
 
@@ -51,6 +55,8 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     if os.path.exists(cfg_file):
       with open(cfg_file, encoding="utf-8") as f:
         config = json.load(f)
-    return SentencePieceTokenizer(sp_file, chat_template=config.get("chat_template"),
-                                  add_bos_token=bool(config.get("add_bos_token", False)))
+    tok = SentencePieceTokenizer(sp_file, chat_template=config.get("chat_template"),
+                                 add_bos_token=bool(config.get("add_bos_token", False)))
+    tok.source_dir = path
+    return tok
   raise FileNotFoundError(f"No tokenizer.json or tokenizer.model in {path}.")

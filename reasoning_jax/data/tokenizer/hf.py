@@ -66,6 +66,8 @@ class HFTokenizer:
     self.pad_id = ids.get("pad_token")
     self.unk_id = ids.get("unk_token")
     self.chat_template = chat_template
+    # The checkpoint directory it was read from (from_dir), for exports to copy.
+    self.source_dir: str | None = None
     if add_bos_token is None:
       first = tokenizer.encode("", add_special_tokens=True).ids[:1]
       add_bos_token = self.bos_id is not None and first == [self.bos_id]
@@ -101,8 +103,10 @@ class HFTokenizer:
       named = {t["name"]: t["template"] for t in template}
       template = named.get("default", next(iter(named.values()), None))
     add_bos = config.get("add_bos_token")
-    return cls(backend, special_tokens=special, chat_template=template,
-               add_bos_token=None if add_bos is None else bool(add_bos))
+    tok = cls(backend, special_tokens=special, chat_template=template,
+              add_bos_token=None if add_bos is None else bool(add_bos))
+    tok.source_dir = path
+    return tok
 
   def encode(self, text: str, add_bos: bool = False) -> list[int]:
     """Token ids of `text` (added/special tokens written in the text map to their ids)."""

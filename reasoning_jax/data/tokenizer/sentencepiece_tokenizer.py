@@ -43,6 +43,8 @@ class SentencePieceTokenizer:
     self.unk_id = sp.unk_id() if sp.unk_id() >= 0 else None
     self.chat_template = chat_template
     self.add_bos_token = add_bos_token
+    # The checkpoint directory it was read from (load_tokenizer), for exports to copy.
+    self.source_dir: str | None = None
     self.special_tokens = {
         name: sp.id_to_piece(i)
         for name, i in (("bos_token", self.bos_id), ("eos_token", self.eos_id),
