@@ -34,14 +34,11 @@ from reasoning_jax.training import build
 from reasoning_jax.training import setup as S
 from reasoning_jax.training.chips import Chip, topology_devices
 from reasoning_jax.training.config import Experiment
+from reasoning_jax.training.memory import DoesNotFit  # noqa: F401  (re-exported)
 from reasoning_jax.training.steps import SeqBatch
 
 
 log = logging.getLogger("reasoning_jax")
-
-
-class DoesNotFit(RuntimeError):
-  """A program needs more memory per device than the chip has (or did not compile)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,7 @@ state that advances: params, optimizer state, data iterators.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from typing import Any
@@ -31,7 +32,8 @@ from reasoning_jax.training.compile_cache import enable_compilation_cache
 from reasoning_jax.training.compile_mode import compiler_options
 from reasoning_jax.training.config import Experiment
 from reasoning_jax.training.health import HealthConfig, HealthMonitor
-from reasoning_jax.training.memory import memory_estimate
+from reasoning_jax.training.memory import (DoesNotFit, check_fits, device_memory,
+                                           memory_estimate)
 from reasoning_jax.training.metrics import MetricsWriter
 from reasoning_jax.training.steps import jit_steps, make_optimizer
 
@@ -142,9 +144,10 @@ def build_programs(exp: Experiment, cfg: rjm.ModelConfig, params, p_sh, mesh: Me
   return Programs(sft_step, rl_step, score, prepare)
 
 
-def log_memory_estimate(exp: Experiment, cfg, mesh: Mesh, tx, codec: Codec,
-                        data: RunData, layout: str) -> None:
-  """Log the per-device memory of the run's longest RL sequences (`training.memory`)."""
+def _estimate(exp: Experiment, cfg, mesh: Mesh, tx, codec: Codec, data: RunData,
+              layout: str, reference: bool, **change):
+  """The run's per-device memory estimate (`training.memory`) at its longest RL
+  sequences; `change` replaces `remat` / `micro_batches` to try other settings."""
   r = exp.rl
   rows = r.prompts_per_step * r.group_size
   prompt_len = max(len(codec.prompt_ids(e.prompt)) for e in data.train)
@@ -153,9 +156,55 @@ def log_memory_estimate(exp: Experiment, cfg, mesh: Mesh, tx, codec: Codec,
   seq = sampling.bucket(prompt_len) + r.max_new_tokens + sampling.bucket(answer_len)
   est = memory_estimate(
       cfg, mesh, tx, rows=rows // r.minibatches, seq_len=seq,
-      micro_batches=r.micro_batches, chunk=r.logprob_chunk, rollout_rows=rows,
+      micro_batches=change.get("micro_batches", r.micro_batches), chunk=r.logprob_chunk,
+      rollout_rows=rows, remat=change.get("remat"),
       cache_len=sampling.bucket(prompt_len) + sampling.bucket(r.max_new_tokens))
+  # One device samples with the train params themselves (no rollout-layout copy).
+  roll = est.rollout_params if mesh.devices.size > 1 else 0
+  return dataclasses.replace(est, reference=est.params if reference else 0,
+                             rollout_params=roll)
+
+
+def _alternatives(exp: Experiment, cfg, estimate) -> list:
+  """(gin setting, estimate) of more micro-batches, then remat "layer" with them."""
+  r = exp.rl
+  rows = r.prompts_per_step * r.group_size // r.minibatches
+  micro = [m for m in (2, 4, 8, 16, 32) if m > r.micro_batches and rows % m == 0]
+  out = [(f"RLConfig.micro_batches = {m}", estimate(micro_batches=m)) for m in micro]
+  if cfg.remat != "layer":
+    for m in [r.micro_batches] + micro:
+      out.append((f'ModelSpec.remat = "layer" and RLConfig.micro_batches = {m}',
+                  estimate(remat="layer", micro_batches=m)))
+  return out
+
+
+def check_memory(exp: Experiment, cfg, mesh: Mesh, tx, codec: Codec, data: RunData,
+                 layout: str, reference: bool) -> None:
+  """Log the per-device memory estimate and, unless `RunConfig.memory_check` is "off",
+  compare its peak with the device's memory (`RunConfig.memory_limit_gib`, default 90%
+  of what the device reports): "error" raises `DoesNotFit` naming a setting that fits,
+  "warn" logs it. A run that cannot fit stops here, before any compile or step."""
+  run = exp.run
+  estimate = functools.partial(_estimate, exp, cfg, mesh, tx, codec, data, layout,
+                               reference)
+  est = estimate()
   log.info("per-device memory estimate:\n%s", est.format())
+  if run.memory_check == "off":
+    return
+  dev = mesh.devices.flat[0]
+  limit = (int(run.memory_limit_gib * 2**30) if run.memory_limit_gib else
+           device_memory(dev, len(jax.local_devices())))
+  if limit is None:
+    return
+  limit = limit if run.memory_limit_gib else int(0.9 * limit)
+  what = ("RunConfig.memory_limit_gib" if run.memory_limit_gib
+          else f"90% of a {dev.platform} device's memory")
+  try:
+    check_fits(est, limit, what=what, alternatives=_alternatives(exp, cfg, estimate))
+  except DoesNotFit as e:
+    if run.memory_check == "error":
+      raise
+    log.warning("%s", e)
 
 
 def _start(exp: Experiment, workdir: str, config_text: str) -> None:
@@ -206,7 +255,8 @@ def build_run(exp: Experiment, workdir: str, config_text: str = "") -> tuple[Run
   txs = build_optimizers(exp)
   check_batches(exp, mesh)
   programs = build_programs(exp, cfg, params, p_sh, mesh, txs, objective, ocfg, options)
-  log_memory_estimate(exp, cfg, mesh, txs[1], codec, data, layout)
+  check_memory(exp, cfg, mesh, txs[1], codec, data, layout,
+               S.uses_reference(exp, ocfg) and exp.rl.steps > 0)
   parts = RunParts(
       exp=exp, workdir=workdir, task=task, codec=codec, cfg=cfg, mesh=mesh,
       param_shardings=p_sh, compiler_options=options, objective=objective, ocfg=ocfg,

@@ -181,6 +181,10 @@ class RunConfig:
   the run's programs; "auto" compiles small models fast (their first step is mostly
   compilation) and larger ones optimised (fast-compiled code runs slower, which a
   large model's steps pay for); see `training.compile_mode`. No effect on TPU/GPU.
+  `memory_check`: "error" (default) stops a run whose estimated per-device peak
+  (`training.memory`) exceeds `memory_limit_gib` (0: 90% of the device's memory; on a
+  CPU, the host's or its container's memory over the local devices), naming a remat /
+  micro-batch setting that fits; "warn" only logs it; "off" skips the check.
   """
   seed: int = 0
   checkpoint_every: int = 25
@@ -197,6 +201,8 @@ class RunConfig:
   compilation_cache: str = "~/.cache/reasoning_jax/xla"
   compile_ahead: bool = True
   compile_mode: str = "auto"
+  memory_check: str = "error"
+  memory_limit_gib: float = 0.0
 
 
 @gin.configurable(module="rj")

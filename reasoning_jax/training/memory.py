@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 
 import jax
 import optax
@@ -16,6 +17,10 @@ from jax.sharding import Mesh
 
 from reasoning_jax import model as rjm
 from reasoning_jax import sharding as rjs
+
+
+class DoesNotFit(RuntimeError):
+  """A program needs more memory per device than the device has (or did not compile)."""
 
 
 def tree_bytes_per_device(tree, shardings=None) -> int:
@@ -52,11 +57,18 @@ class MemoryEstimate:
   activations: int
   rollout_params: int = 0
   kv_cache: int = 0
+  reference: int = 0  # the frozen reference policy's params, when one is kept
 
   @property
   def state(self) -> int:
-    """Params + optimizer state: what lives on the device between steps."""
-    return self.params + self.opt_state
+    """Params, optimizer state and reference params: what lives on the device between
+    steps."""
+    return self.params + self.opt_state + self.reference
+
+  @property
+  def peak(self) -> int:
+    """The larger of the update and rollout peaks."""
+    return max(self.update_peak, self.rollout_peak)
 
   @property
   def update_peak(self) -> int:
@@ -72,6 +84,7 @@ class MemoryEstimate:
     """One line per item, in GiB, for the start-up log."""
     gib = lambda n: f"{n / 2**30:8.3f} GiB"  # noqa: E731
     rows = [("params", self.params), ("optimizer state", self.opt_state),
+            ("reference params", self.reference),
             ("gradients", self.grads), ("activations (est.)", self.activations),
             ("rollout params", self.rollout_params), ("KV cache", self.kv_cache),
             ("update peak (est.)", self.update_peak),
@@ -164,3 +177,54 @@ def memory_estimate(cfg: rjm.ModelConfig, mesh: Mesh, tx: optax.GradientTransfor
   return MemoryEstimate(params=params, opt_state=opt, grads=grads,
                         activations=acts + _gathered_bytes(cfg, abstract, mesh, rules),
                         rollout_params=roll, kv_cache=kv)
+
+
+def _host_memory() -> int | None:
+  """Bytes of memory this process may use on the host: the cgroup limit when one is set
+  (containers, Colab), else the physical memory."""
+  for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+    try:
+      with open(path) as f:
+        text = f.read().strip()
+    except OSError:
+      continue
+    if text.isdigit() and int(text) < 2**60:  # "max" or a huge number: no limit
+      return int(text)
+  try:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
+def device_memory(device: jax.Device, local_devices: int = 1) -> int | None:
+  """Bytes one device may hold: the accelerator's `bytes_limit`, or on a CPU the
+  host's memory shared by the process's `local_devices` devices (None if unknown)."""
+  stats = None
+  try:
+    stats = device.memory_stats()
+  except Exception:  # backends without memory statistics raise various errors
+    stats = None
+  if stats and stats.get("bytes_limit"):
+    return int(stats["bytes_limit"])
+  if device.platform == "cpu":
+    host = _host_memory()
+    return None if host is None else host // max(1, local_devices)
+  return None
+
+
+def check_fits(est: MemoryEstimate, limit: int, *, what: str,
+               alternatives: list[tuple[str, MemoryEstimate]] = ()) -> None:
+  """Raise `DoesNotFit` when the estimated peak exceeds `limit` bytes per device,
+  naming the first of `alternatives` (a gin setting and its estimate) that fits."""
+  if est.peak <= limit:
+    return
+  gib = 2.0 ** 30
+  fits = [(name, e) for name, e in alternatives if e.peak <= limit]
+  hint = (f"set {fits[0][0]} (estimated {fits[0][1].peak / gib:.2f} GiB)" if fits else
+          "no remat / micro-batch setting fits: use fewer prompts_per_step or "
+          "group_size, shard over more devices (RunConfig.mesh) or a larger device")
+  raise DoesNotFit(
+      f"the run needs an estimated {est.peak / gib:.2f} GiB per device "
+      f"(update peak {est.update_peak / gib:.2f}, rollout peak "
+      f"{est.rollout_peak / gib:.2f}) but {what} is {limit / gib:.2f} GiB; {hint}; "
+      "or set RunConfig.memory_check = \"warn\" to start anyway")

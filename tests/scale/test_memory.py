@@ -131,3 +131,50 @@ def test_micro_batches_cut_the_update_peak_and_the_estimate_follows():
   for policy in ("layer", "dots"):
     temps, est = _update_temps(ACTS.replace(remat=policy), 4)
     assert 0.75 < est / temps < 1.25, (policy, est, temps)
+
+
+def _mem_exp(**run):
+  from reasoning_jax.training import config as C
+  from tests.training.test_loop import TINY
+  return C.Experiment(
+      model=C.ModelSpec(overrides=TINY),
+      task=C.TaskSpec(kwargs=(("num_digits", 2),), num_warmup=64, num_train=32, num_eval=4),
+      sft=C.SFTConfig(steps=0),
+      rl=C.RLConfig(steps=1, prompts_per_step=8, group_size=8, max_new_tokens=16),
+      eval=C.EvalConfig(every=100, num_prompts=4, samples=0),
+      run=C.RunConfig(reward_workers=0, progress=False, plots=False, **run))
+
+
+def test_a_run_over_its_memory_stops_before_work_naming_a_setting_that_fits(tmp_path):
+  """With a limit between the estimate of 4 micro-batches and of 2, the trainer stops
+  with `DoesNotFit` naming micro_batches = 4, before writing a checkpoint; "warn" starts."""
+  from reasoning_jax.training import build
+  from reasoning_jax.training.loop import Trainer
+  from reasoning_jax.training.memory import DoesNotFit
+  from reasoning_jax.training import setup as S
+  exp = _mem_exp()
+  task = S.build_task(exp)
+  codec = S.build_codec(exp, task)
+  cfg, _ = S.build_model(exp, codec, jax.random.key(0))
+  mesh = rjs.build_mesh((1, 1, 1))
+  data = build.build_data(exp, task, codec)
+  est = lambda **c: build._estimate(exp, cfg, mesh, TX, codec, data, "completion",  # noqa
+                                     False, **c).peak
+  # Activations dominate at 64 rows x ~24 tokens: more micro-batches, lower peaks.
+  assert est(micro_batches=4) < est(micro_batches=2) < est()
+  limit = (est(micro_batches=4) + est(micro_batches=2)) / 2 / 2**30
+  with pytest.raises(DoesNotFit, match=r"set RLConfig.micro_batches = 4 \(estimated"):
+    Trainer(_mem_exp(memory_limit_gib=limit), str(tmp_path / "a"))
+  assert not (tmp_path / "a" / "checkpoints").exists()
+  with pytest.raises(DoesNotFit, match="no remat / micro-batch setting fits"):
+    Trainer(_mem_exp(memory_limit_gib=1e-6), str(tmp_path / "b"))
+  t = Trainer(_mem_exp(memory_limit_gib=1e-6, memory_check="warn"), str(tmp_path / "c"))
+  t.close()
+
+
+def test_device_memory_of_a_cpu_is_the_hosts_share():
+  from reasoning_jax.training.memory import device_memory
+  dev = jax.devices("cpu")[0]
+  one, two = device_memory(dev, 1), device_memory(dev, 2)
+  assert one is not None and one > 2**28
+  assert two == one // 2
