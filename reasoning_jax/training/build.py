@@ -125,6 +125,28 @@ def check_batches(exp: Experiment, mesh: Mesh) -> None:
     rjs.check_batch(exp.sft.batch_size, mesh, name="SFT batch")
 
 
+def check_sampling(exp: Experiment, layout: str, marker_ids: list[int]) -> None:
+  """Raise a ValueError naming the field for a thinking budget that cannot work, and
+  warn for GARL/PAFT sampled at a temperature other than 1."""
+  r = exp.rl
+  if r.thinking_budget < 0:
+    raise ValueError(f"RLConfig.thinking_budget must be >= 0, got {r.thinking_budget}")
+  if r.thinking_budget and layout == "tsallis":
+    raise ValueError(f"RLConfig.thinking_budget is for the GRPO family; {r.objective} "
+                     "samples the rationale up to RLConfig.max_new_tokens and forces "
+                     "the marker there: set thinking_budget = 0")
+  if r.thinking_budget and r.thinking_budget + len(marker_ids) >= r.max_new_tokens:
+    raise ValueError(f"RLConfig.thinking_budget = {r.thinking_budget} plus the "
+                     f"{len(marker_ids)}-token marker leaves no answer tokens in "
+                     f"RLConfig.max_new_tokens = {r.max_new_tokens}; lower the budget "
+                     "or raise max_new_tokens")
+  if layout == "tsallis" and r.temperature != 1.0:
+    log.warning("RLConfig.temperature = %g with %s: its weights w_m are the model's "
+                "answer likelihoods only at temperature 1; at %g the run optimises J_Q of "
+                "the tempered policy (docs/objectives.md, 'Sampling temperature')",
+                r.temperature, r.objective, r.temperature)
+
+
 def build_programs(exp: Experiment, cfg: rjm.ModelConfig, params, p_sh, mesh: Mesh,
                    txs, objective: Objective, ocfg, options) -> Programs:
   """The jitted SFT and RL updates (state in and out in the train layout), the
@@ -252,6 +274,7 @@ def build_run(exp: Experiment, workdir: str, config_text: str = "") -> tuple[Run
   cfg, params, p_sh, mesh, options = _model_on_mesh(exp, codec, init_key)
   objective, ocfg, layout = S.build_objective(exp)
   data = build_data(exp, task, codec)
+  check_sampling(exp, layout, data.marker_ids)
   txs = build_optimizers(exp)
   check_batches(exp, mesh)
   programs = build_programs(exp, cfg, params, p_sh, mesh, txs, objective, ocfg, options)

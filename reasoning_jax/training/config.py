@@ -125,6 +125,10 @@ class RLConfig:
     train_forced_tokens: include budget-forced tokens in the loss mask.
     logprob_chunk: positions per logits chunk when scoring (peak memory ~ rows x
       chunk x vocab instead of rows x tokens x vocab; `benchmarks/memory.py`).
+    thinking_budget: GRPO-family rollouts (completion layout): thinking tokens
+      sampled before the task's end-of-rationale marker is forced, after which the
+      answer is sampled within what is left of `max_new_tokens` (0: no budget; the
+      GARL/PAFT layout always forces the marker at `max_new_tokens`).
     refill_rounds: DAPO's dynamic sampling: extra rounds of `prompts_per_step`
       prompts sampled per step to replace zero-variance groups (`training.refill`);
       -1 (auto) means 3 when the objective filters such groups (DAPO's
@@ -152,6 +156,7 @@ class RLConfig:
   train_forced_tokens: bool = True
   logprob_chunk: int = 256
   refill_rounds: int = -1
+  thinking_budget: int = 0
 
 
 @gin.configurable(module="rj")

@@ -238,9 +238,13 @@ class Trainer:
     answer_bucket = sampling.bucket(int(widths[1])) if tsallis else None
     warm = self._compile_ahead(prompt_bucket + r.max_new_tokens + (answer_bucket or 0),
                                temp, k_prep)
-    marker = p.data.marker_ids
-    budget = (sampling.ThinkingBudget(r.max_new_tokens - len(marker), tuple(marker),
-                                      answer_tokens=0) if tsallis else None)
+    marker = tuple(p.data.marker_ids)
+    budget = None
+    if tsallis:  # rationale only: the gold answer is teacher-forced after the marker
+      budget = sampling.ThinkingBudget(r.max_new_tokens - len(marker), marker,
+                                       answer_tokens=0)
+    elif r.thinking_budget:  # the marker is forced after that many thinking tokens
+      budget = sampling.ThinkingBudget(r.thinking_budget, marker)
     # Rollouts run under the rollout layout (heads over tensor, no FSDP gathers per
     # token); the reshard happens on device, once per step.
     roll_params = (jax.device_put(self.params, p.rollout_param_shardings)
