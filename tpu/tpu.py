@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -33,6 +34,18 @@ ACCELERATORS = {
 }
 REMOTE_DIR = "reasoning_jax"          # ~/reasoning_jax on every worker
 LOG = "~/reasoning_jax_train.log"     # each worker's training log
+VENV = "~/reasoning_jax_venv"         # the workers' Python environment (install makes it)
+PYTHON = f"{VENV}/bin/python"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def min_python() -> tuple[int, int]:
+  """The package's `requires-python` lower bound, read from pyproject.toml."""
+  with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as f:
+    m = re.search(r'^requires-python\s*=\s*">=\s*(\d+)\.(\d+)', f.read(), re.M)
+  if m is None:
+    raise SystemExit("pyproject.toml has no requires-python = \">=X.Y\" line")
+  return int(m.group(1)), int(m.group(2))
 
 
 def accelerator(name: str) -> tuple[str, str]:
@@ -72,21 +85,45 @@ def create_cmds(a) -> list[list[str]]:
           [f"--accelerator-type={kind}", f"--version={version}"] + extra]
 
 
+def venv_script() -> str:
+  """Shell run on every worker: make VENV a Python environment the package accepts.
+
+  TPU VM images are Ubuntu 22.04 based and their python3 can be older than the
+  package's `requires-python` (tpu-ubuntu2204-base ships Ubuntu 22.04's Python 3.10).
+  uv (its standalone installer, no root and no pip needed) then installs a newer
+  CPython; otherwise the image's python3 is used. The environment's version is checked
+  before anything is installed into it.
+  """
+  major, minor = min_python()
+  need = f"{major}.{minor}"
+  too_old = f"import sys; sys.exit(sys.version_info[:2] < ({major}, {minor}))"
+  return " && ".join([
+      'export PATH="$HOME/.local/bin:$PATH"',
+      "{ command -v uv >/dev/null || curl -LsSf https://astral.sh/uv/install.sh | sh; }",
+      f"if python3 -c '{too_old}' 2>/dev/null; then PY=python3; else "
+      f"echo \"python3 here is $(python3 -V 2>&1); reasoning_jax needs Python >= {need}: "
+      f"installing Python 3.12 with uv\" >&2 && uv python install 3.12 && PY=3.12; fi",
+      f'uv venv --clear --seed --python "$PY" {VENV}',
+      f"{{ {PYTHON} -c '{too_old}' || {{ echo \"error: {VENV} has $({PYTHON} -V 2>&1); "
+      f"reasoning_jax needs Python >= {need}\" >&2; exit 1; }}; }}",
+  ])
+
+
 def install_cmds(a) -> list[list[str]]:
   """Copy the package to every worker (from git or this checkout) and pip-install it
-  with jax's TPU wheels."""
-  pip = "python3 -m pip install -U pip && python3 -m pip install -U 'jax[tpu]'"
+  with jax's TPU wheels into a Python >= requires-python environment (VENV)."""
+  pip = (f"{venv_script()} && {PYTHON} -m pip install -U pip && "
+         f"{PYTHON} -m pip install -U 'jax[tpu]'")
   if a.git:
     src = f"git+{a.git}@{a.ref}" if a.ref else f"git+{a.git}"
-    return [_ssh(a, f"{pip} && python3 -m pip install '{src}'")]
+    return [_ssh(a, f"{pip} && {PYTHON} -m pip install '{src}'")]
   tarball = "/tmp/reasoning_jax_src.tar.gz"
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  return [["git", "-C", root, "archive", "--format=tar.gz", f"--output={tarball}", "HEAD"],
+  return [["git", "-C", ROOT, "archive", "--format=tar.gz", f"--output={tarball}", "HEAD"],
           ["gcloud", "compute", "tpus", "tpu-vm", "scp", tarball,
            f"{a.name}:~/reasoning_jax_src.tar.gz"] + _common(a) + ["--worker=all"],
           _ssh(a, f"rm -rf ~/{REMOTE_DIR} && mkdir -p ~/{REMOTE_DIR} && "
                   f"tar -xzf ~/reasoning_jax_src.tar.gz -C ~/{REMOTE_DIR} && {pip} && "
-                  f"python3 -m pip install -e ~/{REMOTE_DIR}")]
+                  f"{PYTHON} -m pip install -e ~/{REMOTE_DIR}")]
 
 
 def compile_check_cmd(a) -> list[str]:
@@ -103,20 +140,22 @@ def compile_check_cmd(a) -> list[str]:
 
 
 def launch_cmds(a) -> list[list[str]]:
-  """The compile check here, then the same `reasoning-jax train` (as `python3 -m
-  reasoning_jax.cli train`) on every worker, detached, logging to a file.
+  """The compile check here, then the same `reasoning-jax train` (as `VENV/bin/python -m
+  reasoning_jax.cli train`, the environment `install` made) on every worker, detached,
+  logging to a file.
 
   A job that does not fit is refused before it starts (the check's exit code stops
   the commands after it); `--skip_compile_check` starts it anyway. All workers must
   start: on a multi-host slice each one is a jax process and
   `jax.distributed.initialize()` (RunConfig.distributed="auto") waits for all of them.
   """
-  # `python3 -m` rather than the `reasoning-jax` script: a user-site pip install puts
-  # scripts in ~/.local/bin, which a non-interactive ssh shell may not have on PATH.
-  args = ["python3", "-m", "reasoning_jax.cli", "train", f"--workdir={a.workdir}"]
+  # The environment's python by path: a non-interactive ssh shell has no venv activated,
+  # and the image's own python3 may be too old for the package.
+  args = ["-m", "reasoning_jax.cli", "train", f"--workdir={a.workdir}"]
   args += [f"--gin_file={f}" for f in a.gin_file]
   args += [f"--gin_param={p}" for p in a.gin_param]
-  train = " ".join(shlex.quote(x) for x in args)
+  # PYTHON unquoted, so that the remote shell expands its `~`.
+  train = " ".join([PYTHON] + [shlex.quote(x) for x in args])
   check = [] if a.skip_compile_check else [compile_check_cmd(a)]
   return check + [_ssh(a, f"cd ~/{REMOTE_DIR} && nohup {train} > {LOG} 2>&1 &")]
 

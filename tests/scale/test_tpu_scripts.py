@@ -62,7 +62,11 @@ def test_readme_example(line):
     ssh = gcloud[1]
     assert ssh[4] == "ssh" and "--worker=all" in ssh
     remote = [x for x in ssh if x.startswith("--command=")][0]
-    assert "jax[tpu]" in remote and "pip install -e ~/reasoning_jax" in remote
+    assert "jax[tpu]" in remote
+    assert "~/reasoning_jax_venv/bin/python -m pip install -e ~/reasoning_jax" in remote
+    # The environment is made (and its version checked) before anything is installed.
+    venv = remote.index("uv venv")
+    assert venv < remote.index("sys.version_info", venv) < remote.index("pip install")
   elif sub == "launch":
     # The compile check runs here first, on the same experiment and topology.
     check = cmds[0]
@@ -72,7 +76,8 @@ def test_readme_example(line):
     (ssh,) = gcloud
     assert ssh[4] == "ssh" and "--worker=all" in ssh
     remote = [x for x in ssh if x.startswith("--command=")][0][len("--command="):]
-    assert "nohup python3 -m reasoning_jax.cli train" in remote
+    # The interpreter `install` made, unquoted so the remote shell expands `~`.
+    assert "nohup ~/reasoning_jax_venv/bin/python -m reasoning_jax.cli train" in remote
     train = shlex.split(remote.split("nohup ", 1)[1].split(" > ")[0])
     assert "--gin_file=experiments/quickstart.gin" in train
     mesh = [x for x in train if x.startswith("--gin_param=")]
@@ -95,7 +100,8 @@ def test_install_from_git_and_project_flag():
   (ssh,) = _dry(["install", "--name", "a", "--zone", "z", "--project", "p",
                  "--git", "https://example.com/r.git", "--ref", "v1"])
   assert "--project=p" in ssh and "--worker=all" in ssh
-  assert any("pip install 'git+https://example.com/r.git@v1'" in x for x in ssh)
+  assert any("~/reasoning_jax_venv/bin/python -m pip install "
+             "'git+https://example.com/r.git@v1'" in x for x in ssh)
 
 
 def test_unknown_accelerator_is_a_clear_error():
@@ -104,3 +110,75 @@ def test_unknown_accelerator_is_a_clear_error():
                        text=True, cwd=ROOT)
   assert out.returncode != 0
   assert "unknown accelerator 'v9x-8'" in out.stderr and "v5p-64" in out.stderr
+
+
+def _tpu_module():
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("tpu_script", SCRIPT)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def test_min_python_is_pyprojects_requires_python():
+  import tomllib
+  with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+    want = tomllib.load(f)["project"]["requires-python"]
+  major, minor = _tpu_module().min_python()
+  assert want == f">={major}.{minor}"
+
+
+def _stub(path, body):
+  path.write_text("#!/bin/bash\n" + body)
+  path.chmod(0o755)
+
+
+def _run_venv_script(tmp_path, image_python, venv_python):
+  """Run install's environment step in bash on this machine, `python3` and `uv` replaced
+  by stubs: `image_python` is the image's python3 version, `venv_python` the executable
+  `uv venv` puts in the environment. Returns (exit code, stderr, uv's calls, HOME)."""
+  bin_dir, home = tmp_path / "bin", tmp_path / "home"
+  bin_dir.mkdir()
+  home.mkdir()
+  log = tmp_path / "uv.log"
+  major, minor = image_python
+  # `python3 -V` prints the version; `python3 -c CODE` runs CODE with that version_info.
+  fake = f"import sys; sys.version_info = ({major}, {minor}, 12); exec(sys.argv[1])"
+  _stub(bin_dir / "python3",
+        f'if [ "$1" = "-V" ]; then echo "Python {major}.{minor}.12"; exit 0; fi\n'
+        f'exec {sys.executable} -c "{fake}" "$2"\n')
+  _stub(bin_dir / "uv", f"""
+echo "$@" >> {log}
+if [ "$1" = "venv" ]; then
+  dest="${{@: -1}}"; mkdir -p "$dest/bin"; ln -sf {venv_python} "$dest/bin/python"
+fi
+""")
+  _stub(bin_dir / "curl", "echo curl must not run >&2; exit 9\n")
+  env = {"HOME": str(home), "PATH": f"{bin_dir}:/usr/bin:/bin"}
+  out = subprocess.run(["bash", "-c", _tpu_module().venv_script()], env=env,
+                       capture_output=True, text=True)
+  calls = log.read_text().splitlines() if log.exists() else []
+  return out.returncode, out.stderr, calls, home
+
+
+def test_old_image_python_gets_a_uv_python(tmp_path):
+  rc, err, calls, home = _run_venv_script(tmp_path, (3, 10), sys.executable)
+  assert rc == 0, err
+  assert "python3 here is Python 3.10.12; reasoning_jax needs Python >= 3.11" in err
+  assert calls == ["python install 3.12",
+                   f"venv --clear --seed --python 3.12 {home}/reasoning_jax_venv"]
+
+
+def test_new_enough_image_python_is_used(tmp_path):
+  rc, err, calls, home = _run_venv_script(tmp_path, (3, 12), sys.executable)
+  assert rc == 0, err
+  assert calls == [f"venv --clear --seed --python python3 {home}/reasoning_jax_venv"]
+
+
+def test_environment_with_an_old_python_stops_the_install(tmp_path):
+  old = tmp_path / "old_python"
+  _stub(old, 'if [ "$1" = "-V" ]; then echo "Python 3.9.2"; exit 0; fi\nexit 1\n')
+  rc, err, _, home = _run_venv_script(tmp_path, (3, 12), old)
+  assert rc == 1
+  assert ("error: ~/reasoning_jax_venv has Python 3.9.2; reasoning_jax needs "
+          "Python >= 3.11") in err
