@@ -88,6 +88,10 @@ class Trainer:
     self.last_prompts: list[list[int]] = []  # this process's prompt ids of the last step
     self._last_rewards = None
     self._compiled_ahead: set[int] = set()
+    # Compile-ahead threads not yet joined: `close` joins them, because a process that
+    # exits while XLA compiles on a daemon thread aborts (SIGABRT) instead of
+    # reporting the error that ended the run.
+    self._threads: list = []
 
   # ------------------------------------------------------------------ state & resume
   def _phase(self, step: int) -> str:
@@ -118,6 +122,9 @@ class Trainer:
     self._init_opt(0)
     last = self.ckpt.latest_step()
     if last is None:
+      # Killed before its first checkpoint committed: the run restarts at step 0, so
+      # every logged row (the step-0 evaluation included) would be written again.
+      self.writer.truncate_after(-1)
       return 0
     meta = self.ckpt.restore_meta(last)
     self._init_opt(last)
@@ -167,6 +174,7 @@ class Trainer:
     t2 = time.perf_counter()
     for th in warm:
       th.join()  # they compile the programs used next; never compile them twice
+    self._threads = [th for th in self._threads if th.is_alive()]
     batch, inputs = self._update_inputs(roll, temp, k_prep)
     jax.block_until_ready(inputs)  # so time/score is the scoring, not its dispatch
     t3 = time.perf_counter()
@@ -303,12 +311,14 @@ class Trainer:
       return []
     self._compiled_ahead.add(seq_len)
     r, rl_step = self.exp.rl, self.parts.programs.rl_step
-    return compile_ahead(
+    threads = compile_ahead(
         r.prompts_per_step * r.group_size, seq_len, minibatches=r.minibatches,
         update_inputs=lambda roll, score=None: self._update_inputs(roll, temp, k_prep,
                                                                    score),
         minibatch=self._minibatch,
         lower_update=lambda sub: rl_step.lower(self.params, self.opt_state, sub, temp))
+    self._threads += threads
+    return threads
 
   def _update_inputs(self, roll: Rollouts, temp, k_prep, score=None
                      ) -> tuple[SeqBatch, Any]:
@@ -403,6 +413,9 @@ class Trainer:
   def close(self) -> None:
     """Wait for pending checkpoints, stop the reward workers, write plots (if asked)
     and close the metrics writer."""
+    for th in self._threads:
+      th.join()
+    self._threads = []
     self.ckpt.wait()
     self.ckpt.close()
     self.runner.close()
