@@ -166,21 +166,59 @@ def build_programs(exp: Experiment, cfg: rjm.ModelConfig, params, p_sh, mesh: Me
   return Programs(sft_step, rl_step, score, prepare)
 
 
-def _estimate(exp: Experiment, cfg, mesh: Mesh, tx, codec: Codec, data: RunData,
-              layout: str, reference: bool, **change):
+@dataclasses.dataclass(frozen=True)
+class Longest:
+  """The run's longest RL prompt and gold answer (+ EOS) in tokens, and the example
+  with the longest prompt over the RL and held-out prompts (for error messages)."""
+  prompt: int
+  answer: int
+  any_prompt: int
+  example: Any
+
+
+def longest(codec: Codec, data: RunData, layout: str) -> Longest:
+  """Token lengths of the run's prompts and (tsallis layout) gold answers."""
+  lens = [len(codec.prompt_ids(e.prompt)) for e in data.train]
+  held = [len(codec.prompt_ids(e.prompt)) for e in data.eval]
+  every = lens + held
+  i = int(np.argmax(every))
+  answer = (max(len(codec.encode(e.answer)) for e in data.train) + 1
+            if layout == "tsallis" else 0)
+  return Longest(max(lens), answer, every[i], (data.train + data.eval)[i])
+
+
+def check_lengths(exp: Experiment, cfg, size: Longest) -> None:
+  """Raise a ValueError naming the example when the longest prompt plus the generation
+  budget exceeds the model's `max_seq_len`, before any work (the sampler would refuse
+  it mid-run, at whatever step drew it, and again at every resume)."""
+  r, e = exp.rl, exp.eval
+  new = max(r.max_new_tokens, e.max_new_tokens or 0) + size.answer
+  if size.any_prompt + new <= cfg.max_seq_len:
+    return
+  ex = size.example
+  meta = dict(getattr(ex, "metadata", {}) or {})
+  where = ", ".join(f"{k} {meta[k]!r}" for k in ("task", "split", "id") if meta.get(k))
+  raise ValueError(
+      f"a prompt ({where or repr(ex.prompt[:60])}) has {size.any_prompt} tokens; with "
+      f"{new} generated tokens (RLConfig/EvalConfig.max_new_tokens"
+      f"{' + the gold answer' if size.answer else ''}) it needs "
+      f"{size.any_prompt + new} positions but the model's max_seq_len is "
+      f"{cfg.max_seq_len}; drop or shorten the example, lower max_new_tokens, or raise "
+      "max_seq_len (ModelSpec.overrides) if the model supports it")
+
+
+def _estimate(exp: Experiment, cfg, mesh: Mesh, tx, size: Longest, reference: bool,
+              **change):
   """The run's per-device memory estimate (`training.memory`) at its longest RL
   sequences; `change` replaces `remat` / `micro_batches` to try other settings."""
   r = exp.rl
   rows = r.prompts_per_step * r.group_size
-  prompt_len = max(len(codec.prompt_ids(e.prompt)) for e in data.train)
-  answer_len = (max(len(codec.encode(e.answer)) for e in data.train) + 1
-                if layout == "tsallis" else 0)
-  seq = sampling.bucket(prompt_len) + r.max_new_tokens + sampling.bucket(answer_len)
+  seq = sampling.bucket(size.prompt) + r.max_new_tokens + sampling.bucket(size.answer)
   est = memory_estimate(
       cfg, mesh, tx, rows=rows // r.minibatches, seq_len=seq,
       micro_batches=change.get("micro_batches", r.micro_batches), chunk=r.logprob_chunk,
       rollout_rows=rows, remat=change.get("remat"),
-      cache_len=sampling.bucket(prompt_len) + sampling.bucket(r.max_new_tokens))
+      cache_len=sampling.bucket(size.prompt) + sampling.bucket(r.max_new_tokens))
   # One device samples with the train params themselves (no rollout-layout copy).
   roll = est.rollout_params if mesh.devices.size > 1 else 0
   return dataclasses.replace(est, reference=est.params if reference else 0,
@@ -200,15 +238,14 @@ def _alternatives(exp: Experiment, cfg, estimate) -> list:
   return out
 
 
-def check_memory(exp: Experiment, cfg, mesh: Mesh, tx, codec: Codec, data: RunData,
-                 layout: str, reference: bool) -> None:
+def check_memory(exp: Experiment, cfg, mesh: Mesh, tx, size: Longest,
+                 reference: bool) -> None:
   """Log the per-device memory estimate and, unless `RunConfig.memory_check` is "off",
   compare its peak with the device's memory (`RunConfig.memory_limit_gib`, default 90%
   of what the device reports): "error" raises `DoesNotFit` naming a setting that fits,
   "warn" logs it. A run that cannot fit stops here, before any compile or step."""
   run = exp.run
-  estimate = functools.partial(_estimate, exp, cfg, mesh, tx, codec, data, layout,
-                               reference)
+  estimate = functools.partial(_estimate, exp, cfg, mesh, tx, size, reference)
   est = estimate()
   log.info("per-device memory estimate:\n%s", est.format())
   if run.memory_check == "off":
@@ -278,7 +315,9 @@ def build_run(exp: Experiment, workdir: str, config_text: str = "") -> tuple[Run
   txs = build_optimizers(exp)
   check_batches(exp, mesh)
   programs = build_programs(exp, cfg, params, p_sh, mesh, txs, objective, ocfg, options)
-  check_memory(exp, cfg, mesh, txs[1], codec, data, layout,
+  size = longest(codec, data, layout)
+  check_lengths(exp, cfg, size)
+  check_memory(exp, cfg, mesh, txs[1], size,
                S.uses_reference(exp, ocfg) and exp.rl.steps > 0)
   parts = RunParts(
       exp=exp, workdir=workdir, task=task, codec=codec, cfg=cfg, mesh=mesh,

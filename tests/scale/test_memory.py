@@ -158,8 +158,8 @@ def test_a_run_over_its_memory_stops_before_work_naming_a_setting_that_fits(tmp_
   cfg, _ = S.build_model(exp, codec, jax.random.key(0))
   mesh = rjs.build_mesh((1, 1, 1))
   data = build.build_data(exp, task, codec)
-  est = lambda **c: build._estimate(exp, cfg, mesh, TX, codec, data, "completion",  # noqa
-                                     False, **c).peak
+  size = build.longest(codec, data, "completion")
+  est = lambda **c: build._estimate(exp, cfg, mesh, TX, size, False, **c).peak  # noqa
   # Activations dominate at 64 rows x ~24 tokens: more micro-batches, lower peaks.
   assert est(micro_batches=4) < est(micro_batches=2) < est()
   limit = (est(micro_batches=4) + est(micro_batches=2)) / 2 / 2**30

@@ -65,3 +65,33 @@ def test_a_run_killed_before_its_first_checkpoint_logs_no_duplicate_rows(tmp_pat
   seen = [(r["step"], k) for r in _rows(tmp_path) for k in r if k not in ("step", "time")]
   assert len(seen) == len(set(seen))
   assert sorted({s for s, _ in seen}) == [0, 1, 2]
+
+
+def test_an_over_long_jsonl_row_is_named_at_start_up(tmp_path):
+  """One row too long for the model's positions: the run refuses before any step,
+  naming the row's id, instead of crashing at whatever step draws it."""
+  import os
+
+  import pytest
+
+  import reasoning_jax.data as d
+  from reasoning_jax.training import config as C
+  path = tmp_path / "rows.jsonl"
+  with open(path, "w") as f:
+    for i in range(40):
+      q = "What is 2 plus 2? " * (200 if i == 5 else 1)
+      f.write(json.dumps({"id": f"row{i}", "question": q, "answer": "4"}) + "\n")
+  sp = os.path.join(os.path.dirname(d.__file__), "assets", "synthetic_sp.model")
+  exp = C.Experiment(
+      model=C.ModelSpec(overrides=(("d_model", 32), ("n_layers", 1), ("n_heads", 2),
+                                   ("n_kv_heads", 1), ("head_dim", 16), ("ffw_dim", 64),
+                                   ("max_seq_len", 128))),
+      task=C.TaskSpec(name="dataset", tokenizer=sp, num_warmup=0, num_train=38,
+                      num_eval=2, kwargs=(("source", f"jsonl:{path}"), ("eval_split", ""))),
+      sft=C.SFTConfig(steps=0),
+      rl=C.RLConfig(steps=1, prompts_per_step=2, group_size=2, max_new_tokens=16),
+      eval=C.EvalConfig(every=100, num_prompts=2, samples=0),
+      run=C.RunConfig(reward_workers=0, progress=False, plots=False))
+  with pytest.raises(ValueError, match=r"id 'row5'.*max_seq_len is 128"):
+    Trainer(exp, str(tmp_path / "run"))
+  assert not (tmp_path / "run" / "checkpoints").exists()
