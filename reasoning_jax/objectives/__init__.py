@@ -7,7 +7,8 @@ to `Objective` handles.
 """
 from reasoning_jax.objectives.aggregation import (AGG_MODES, accumulate_value_and_grad,
                                                   aggregate)
-from reasoning_jax.objectives.objective import Objective
+from reasoning_jax.objectives.objective import (Objective, reference_coefficients,
+                                                reference_fields)
 from reasoning_jax.objectives.registry import OBJECTIVES, get_objective
 from reasoning_jax.objectives.types import (Metric, ObjectiveInputs, Weighted,
                                             merge_metrics, metric_values)
@@ -15,5 +16,5 @@ from reasoning_jax.objectives.types import (Metric, ObjectiveInputs, Weighted,
 __all__ = [
     "AGG_MODES", "OBJECTIVES", "Metric", "Objective", "ObjectiveInputs", "Weighted",
     "accumulate_value_and_grad", "aggregate", "get_objective", "merge_metrics",
-    "metric_values",
+    "metric_values", "reference_coefficients", "reference_fields",
 ]

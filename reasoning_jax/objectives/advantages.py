@@ -73,12 +73,16 @@ def reinforce_pp(rewards_B: Array, mask_BT: Array, old_logp_BT: Array,
 
   A_t = r 1[t = last] - kl_coef * sum_{s >= t} KL_s, then masked whitening. With
   `baseline=True` (REINFORCE++-baseline) the group mean reward is subtracted first.
+  A non-zero `kl_coef` without `ref_logp_BT` is an error, never a silent kl_coef=0.
   """
+  if ref_logp_BT is None and kl_coef != 0.0:
+    raise ValueError(f"reinforce_pp with kl_coef={kl_coef} needs ref_logp_BT; pass the "
+                     "reference log-probs or set kl_coef=0")
   rewards_B = jax.lax.stop_gradient(jnp.asarray(rewards_B)).astype(old_logp_BT.dtype)
   if baseline:
     rewards_B = mean_centered(rewards_B, group_size)
   m = mask_BT.astype(old_logp_BT.dtype)
-  if ref_logp_BT is None or kl_coef == 0.0:
+  if kl_coef == 0.0:
     token_r = rewards_B[:, None] * kl_lib.last_token_onehot(m)
   else:
     token_r = kl_lib.kl_penalized_token_rewards(rewards_B, m, old_logp_BT, ref_logp_BT,

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +46,7 @@ class RLOOConfig(PolicyLossConfig):
 @dataclasses.dataclass(frozen=True)
 class ReinforcePPConfig(PolicyLossConfig):
   """REINFORCE++: KL in the reward (reward_kl_coef, k1), no KL loss term."""
+  reference_fields: ClassVar[tuple[str, ...]] = ("kl_coef", "reward_kl_coef")
   eps_low: float = 0.2
   eps_high: float = 0.2
   agg: str = "token-mean"
@@ -121,8 +123,16 @@ def rloo_prepare(inputs: ObjectiveInputs, cfg, key=None) -> ObjectiveInputs:
 
 def reinforce_pp_prepare(inputs: ObjectiveInputs, cfg: ReinforcePPConfig,
                          key=None) -> ObjectiveInputs:
-  """Whitened KL-penalised reward-to-go advantages [B, T] over the whole batch."""
+  """Whitened KL-penalised reward-to-go advantages [B, T] over the whole batch.
+
+  Raises ValueError when `reward_kl_coef` is non-zero and there are no reference
+  log-probs: dropping the KL term would silently train another algorithm.
+  """
   del key
+  if cfg.reward_kl_coef and inputs.ref_logp_BT is None:
+    raise ValueError(f"reward_kl_coef={cfg.reward_kl_coef} needs ObjectiveInputs."
+                     "ref_logp_BT (the reference policy's log-probs); pass them, or set "
+                     "reward_kl_coef=0")
   adv = adv_lib.reinforce_pp(inputs.rewards_B, inputs.mask_BT, old_logp(inputs),
                              inputs.ref_logp_BT, cfg.reward_kl_coef,
                              cfg.reward_kl_estimator, inputs.group_size, cfg.baseline,

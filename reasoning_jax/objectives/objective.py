@@ -24,6 +24,18 @@ TermsFn = Callable[[ObjectiveInputs, Any], tuple[Weighted, dict[str, Metric]]]
 PrepareFn = Callable[[ObjectiveInputs, Any, Any], ObjectiveInputs]
 
 
+def reference_fields(config_cls: type) -> tuple[str, ...]:
+  """The KL-coefficient fields a config class declares (`reference_fields`, a
+  ClassVar; none for objectives without a KL term)."""
+  return tuple(getattr(config_cls, "reference_fields", ()))
+
+
+def reference_coefficients(cfg: Any) -> dict[str, float]:
+  """{field: value} of the config's non-zero KL coefficients: each needs the reference
+  policy's log-probs (`ObjectiveInputs.ref_logp_BT`)."""
+  return {n: getattr(cfg, n) for n in reference_fields(type(cfg)) if getattr(cfg, n)}
+
+
 def _identity_prepare(inputs: ObjectiveInputs, cfg: Any, key: Any) -> ObjectiveInputs:
   del cfg, key
   return inputs
@@ -52,6 +64,13 @@ class Objective:
   prepare_needs: frozenset[str] = frozenset()
   needs_key: bool = False
   description: str = ""
+
+  def __post_init__(self):
+    fields = {f.name for f in dataclasses.fields(self.config_cls)}
+    bad = sorted(set(reference_fields(self.config_cls)) - fields)
+    if bad:
+      raise ValueError(f"objective {self.name!r}: reference_fields {bad} are not fields "
+                       f"of {self.config_cls.__name__}")
 
   def config(self, **overrides: Any) -> Any:
     """The default config with `overrides` applied."""

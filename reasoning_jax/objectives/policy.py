@@ -10,6 +10,7 @@ and tunix).
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +35,11 @@ class PolicyLossConfig:
     agg: loss aggregation mode (aggregation.AGG_MODES).
     norm_const: the constant of "seq-sum-const" (max completion length); None means T.
     log_ratio_clamp: |log rho| is clamped to this before exp (overflow guard).
+
+  `reference_fields` names the KL coefficients: a non-zero one needs the reference
+  policy's log-probs, so the trainer keeps a reference (`reference_coefficients`).
   """
+  reference_fields: ClassVar[tuple[str, ...]] = ("kl_coef",)
   eps_low: float = 0.2
   eps_high: float = 0.2
   dual_clip_c: float | None = None

@@ -1,4 +1,5 @@
 """Advantage functions against hand-computed values."""
+import dataclasses
 import math
 
 import jax.numpy as jnp
@@ -59,6 +60,81 @@ def test_reinforce_pp_token_advantages():
   want_b = np.zeros((2, 3))
   want_b[mask > 0] = (vals_b - vals_b.mean()) / np.sqrt(vals_b.var(ddof=1) + 1e-8)
   np.testing.assert_allclose(got_b, want_b, **TOL)
+
+
+def _reinforce_pp_hand(r, mask, old, ref, coef):
+  """REINFORCE++ by hand: token rewards r on the last token minus coef * (old - ref)
+  (k1) on every token, reward-to-go, then whitening over the batch's tokens (Bessel
+  variance, eps 1e-8), 0 off the mask."""
+  tr = -coef * (old - ref) * mask
+  for i in range(len(r)):
+    tr[i, int(mask[i].nonzero()[0].max())] += r[i]
+  rtg = np.cumsum(tr[:, ::-1], axis=1)[:, ::-1] * mask
+  vals = rtg[mask > 0]
+  want = np.zeros_like(rtg)
+  want[mask > 0] = (vals - vals.mean()) / np.sqrt(vals.var(ddof=1) + 1e-8)
+  return want
+
+
+def test_reinforce_pp_objective_advantages_follow_reward_kl_coef():
+  """The registry objective's prepare: reward minus coef * the per-token KL summed
+  forward, globally whitened, against the hand computation; the coefficient matters."""
+  old = np.array([[-1.0, -2.0, -0.5, -1.0], [-0.3, -0.7, -1.2, 0.0],
+                  [-2.0, -0.1, 0.0, 0.0], [-0.4, -0.4, -0.9, -1.5]])
+  ref = np.array([[-1.2, -1.0, -0.5, -2.0], [-0.3, -1.7, -0.2, 0.0],
+                  [-1.0, -0.6, 0.0, 0.0], [-0.9, -0.1, -0.9, -0.5]])
+  mask = np.array([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], np.float64)
+  r = np.array([1.0, 0.0, 0.0, 1.0])
+  obj = OBJECTIVES["reinforce_pp"]
+  got = {}
+  for coef in (0.0, 0.5):
+    x = inputs(old, mask, old_logp_BT=old, ref_logp_BT=ref, rewards_B=r, group_size=2)
+    got[coef] = np.asarray(obj.prepare(x, obj.config(reward_kl_coef=coef)).advantages)
+    np.testing.assert_allclose(got[coef], _reinforce_pp_hand(r, mask, old, ref, coef),
+                               **TOL)
+  assert np.abs(got[0.5] - got[0.0]).max() > 0.1
+  # The baseline variant subtracts each group's mean reward first.
+  base = OBJECTIVES["reinforce_pp_baseline"]
+  x = inputs(old, mask, old_logp_BT=old, ref_logp_BT=ref, rewards_B=r, group_size=2)
+  got_b = base.prepare(x, base.config(reward_kl_coef=0.5)).advantages
+  np.testing.assert_allclose(
+      got_b, _reinforce_pp_hand(r - np.repeat(r.reshape(2, 2).mean(1), 2), mask, old,
+                                ref, 0.5), **TOL)
+
+
+def test_reinforce_pp_without_reference_is_an_error_not_a_silent_zero_kl():
+  mask = jnp.ones((2, 3))
+  old = -jnp.ones((2, 3))
+  r = jnp.array([1.0, 0.0])
+  with pytest.raises(ValueError, match="kl_coef=0.001 needs ref_logp_BT"):
+    adv.reinforce_pp(r, mask, old, None, kl_coef=0.001)
+  np.testing.assert_allclose(adv.reinforce_pp(r, mask, old, None, kl_coef=0.0),
+                             adv.reinforce_pp(r, mask, old, old, kl_coef=0.3), **TOL)
+  for name in ("reinforce_pp", "reinforce_pp_baseline"):
+    obj = OBJECTIVES[name]
+    x = inputs(old, mask, rewards_B=r, group_size=2)
+    with pytest.raises(ValueError, match=r"reward_kl_coef=0.001 needs ObjectiveInputs\."
+                       r"ref_logp_BT"):
+      obj.prepare(x, obj.config())
+    obj.prepare(x, obj.config(reward_kl_coef=0.0))  # no KL asked: no reference needed
+
+
+def test_objectives_declare_their_kl_coefficients():
+  """Each objective's config names the fields that need a reference; the trainer keeps
+  one exactly when one of them is non-zero."""
+  from reasoning_jax.objectives import reference_coefficients, reference_fields
+  assert reference_fields(OBJECTIVES["reinforce_pp"].config_cls) == (
+      "kl_coef", "reward_kl_coef")
+  assert reference_coefficients(OBJECTIVES["reinforce_pp"].config()) == {
+      "reward_kl_coef": 0.001}
+  assert reference_coefficients(OBJECTIVES["reinforce_pp_baseline"].config(
+      reward_kl_coef=0.0, kl_coef=0.02)) == {"kl_coef": 0.02}
+  assert reference_coefficients(OBJECTIVES["grpo"].config()) == {"kl_coef": 0.04}
+  assert reference_coefficients(OBJECTIVES["garl"].config()) == {}
+  for name, obj in OBJECTIVES.items():
+    fields = {f.name for f in dataclasses.fields(obj.config_cls)}
+    kl_like = {f for f in fields if "kl_coef" in f or f in ("beta", "kl_beta")}
+    assert kl_like == set(reference_fields(obj.config_cls)), name
 
 
 def test_psr_nsr_w_reinforce():
