@@ -7,7 +7,7 @@ worker processes.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from reasoning_jax.rewards import shaping
 from reasoning_jax.rewards.base import (OK, UNPARSABLE_ANSWER, UNPARSABLE_GOLD,
@@ -284,39 +284,99 @@ class WeightedReward:
     return total
 
 
-REWARDS: dict[str, Callable[..., Any]] = {
-    "math": MathReward,
-    "dapo_math": lambda **kw: MathReward(**{"correct": 1.0, "incorrect": -1.0, **kw}),
-    "gsm8k": lambda **kw: MathReward(**{"style": "gsm8k", **kw}),
-    "exact": ExactReward,
-    "qa_exact_match": lambda **kw: QAReward(metric="exact_match", **kw),
-    "qa_substring": lambda **kw: QAReward(metric="substring", **kw),
-    "qa_f1": lambda **kw: QAReward(metric="f1", **kw),
-    "think_format": lambda **kw: FormatReward(pattern="think", **kw),
-    "answer_format": lambda **kw: FormatReward(pattern="answer", **kw),
-    "countdown": CountdownReward,
-    "laser": LaserReward,
-    "dapo_overlong": DapoOverlongReward,
-    "rlcr": RLCRReward,
-    "weighted": WeightedReward,
+@dataclasses.dataclass(frozen=True)
+class RewardEntry:
+  """A registry name: its reward class and what the name implies.
+
+  Attributes:
+    cls: the reward dataclass.
+    fixed: fields the name sets (qa_f1's metric); they are not options of the name.
+    defaults: the name's own defaults (dapo_math's +1 / -1); options may override them.
+    text: markup the reward reads in the completion (a task that cannot write it
+      refuses the reward rather than training on a constant score).
+    metadata: `RewardItem.metadata` keys the reward reads.
+    verifier: a correctness check (evaluation counts a score > 0.5 as correct).
+  """
+  cls: type
+  fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  text: tuple[str, ...] = ()
+  metadata: tuple[str, ...] = ()
+  verifier: bool = False
+
+  @property
+  def options(self) -> tuple[str, ...]:
+    """The keyword options the name takes (sorted)."""
+    return tuple(sorted(f.name for f in dataclasses.fields(self.cls)
+                        if f.name not in self.fixed))
+
+  def __call__(self, **kwargs: Any):
+    unknown = sorted(set(kwargs) - set(self.options))
+    if unknown:
+      raise TypeError(f"unknown option{'s' * (len(unknown) > 1)} {unknown}; its options "
+                      f"are {list(self.options)}")
+    return self.cls(**{**self.defaults, **kwargs, **self.fixed})
+
+
+_THINK = ("<think>", "</think>")
+_ANSWER = ("<answer>", "</answer>")
+REWARDS: dict[str, RewardEntry] = {
+    "math": RewardEntry(MathReward, verifier=True),
+    "dapo_math": RewardEntry(MathReward, defaults={"correct": 1.0, "incorrect": -1.0},
+                             verifier=True),
+    "gsm8k": RewardEntry(MathReward, defaults={"style": "gsm8k"}, verifier=True),
+    "exact": RewardEntry(ExactReward, verifier=True),
+    "qa_exact_match": RewardEntry(QAReward, fixed={"metric": "exact_match"},
+                                  verifier=True),
+    "qa_substring": RewardEntry(QAReward, fixed={"metric": "substring"}, verifier=True),
+    "qa_f1": RewardEntry(QAReward, fixed={"metric": "f1"}, verifier=True),
+    "think_format": RewardEntry(FormatReward, fixed={"pattern": "think"}, text=_THINK),
+    "answer_format": RewardEntry(FormatReward, fixed={"pattern": "answer"},
+                                 text=_THINK + _ANSWER),
+    "countdown": RewardEntry(CountdownReward, metadata=("numbers", "target"),
+                             verifier=True),
+    "laser": RewardEntry(LaserReward, text=("</think>", "\\boxed{}")),
+    "dapo_overlong": RewardEntry(DapoOverlongReward),
+    "rlcr": RewardEntry(RLCRReward, text=_THINK + _ANSWER + (
+        "<analysis>", "</analysis>", "<confidence>", "</confidence>")),
+    "weighted": RewardEntry(WeightedReward),
 }
+VERIFIERS = tuple(sorted(n for n, e in REWARDS.items() if e.verifier))
+
+
+def _component(i: int, c: Any) -> tuple[float, Any]:
+  """(weight, reward) from `(w, reward)`, `(w, name)` or `(w, name, options)`."""
+  if not isinstance(c, (tuple, list)) or len(c) not in (2, 3):
+    raise TypeError(f"components[{i}] must be (weight, name[, options]) or (weight, "
+                    f"reward), got {c!r:.80}")
+  w, r, opts = c[0], c[1], (dict(c[2]) if len(c) == 3 else {})
+  if isinstance(r, str):
+    try:
+      r = get_reward(r, **opts)
+    except (TypeError, ValueError) as e:
+      raise type(e)(f"components[{i}]: {e}") from None
+  elif opts:
+    raise TypeError(f"components[{i}]: options go with a reward name, not an object")
+  return float(w), r
 
 
 def get_reward(name: str, **kwargs: Any):
   """Builds the named reward with `kwargs` (e.g. `get_reward("math", style="boxed")`).
 
-  For "weighted", pass `components=((w, reward_or_name), ...)`; names are resolved here.
+  For "weighted", pass `components=((w, reward), ...)`; a component may also be
+  `(w, name)` or `(w, name, options)` (options a dict or (key, value) pairs), resolved
+  here.
   """
   if name not in REWARDS:
     raise ValueError(f"Unknown reward {name!r}; known rewards: {sorted(REWARDS)}.")
   if name == "weighted" and "components" in kwargs:
-    kwargs["components"] = tuple(
-        (float(w), get_reward(r) if isinstance(r, str) else r)
-        for w, r in kwargs["components"])
+    kwargs["components"] = tuple(_component(i, c)
+                                 for i, c in enumerate(kwargs["components"]))
   try:
     return REWARDS[name](**kwargs)
   except TypeError as e:
     raise TypeError(f"Bad arguments for reward {name!r}: {e}") from None
 
 
-__all__ = ["get_reward", "REWARDS", "RewardError", "UNPARSABLE_ANSWER"]
+__all__ = ["get_reward", "REWARDS", "RewardEntry", "RewardError", "UNPARSABLE_ANSWER",
+           "VERIFIERS"]

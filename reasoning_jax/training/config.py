@@ -68,6 +68,11 @@ class TaskSpec:
     num_warmup: SFT warm-up examples; num_train: RL training prompts;
       num_eval: held-out evaluation prompts.
     data_seed: seed of example generation (independent of the training seed).
+    reward: the RL training reward, a `reasoning_jax.rewards.REWARDS` name ("" keeps
+      the task's verifier); held-out evaluation always uses the verifier. "weighted"
+      sums components, where "task" names the verifier (`rewards.spec`).
+    reward_kwargs: `(name, value)` options of `reward` (for "weighted":
+      `(("components", ((1.0, "task"), (0.5, "think_format"))),)`).
   """
   name: str = "arithmetic"
   kwargs: tuple = ()
@@ -83,6 +88,8 @@ class TaskSpec:
   num_train: int = 4096
   num_eval: int = 128
   data_seed: int = 0
+  reward: str = ""
+  reward_kwargs: tuple = ()
 
 
 @gin.configurable(module="rj")

@@ -10,7 +10,7 @@ import numpy as np
 
 from reasoning_jax import model as rjm
 from reasoning_jax.data.tasks import ColdStart, get_task
-from reasoning_jax.objectives import ObjectiveInputs
+from reasoning_jax.objectives import ObjectiveInputs, reference_coefficients
 from reasoning_jax.objectives.registry import get_objective
 from reasoning_jax.training.codec import ChatFormat, Codec
 from reasoning_jax.training.compile_mode import compiler_options
@@ -21,11 +21,23 @@ TSALLIS_LAYOUT = ("garl", "paft")
 
 
 def build_task(exp: Experiment):
-  """The task with its cold-start format."""
+  """The task with its cold-start format and training reward (`TaskSpec.reward`,
+  checked here, before any data or model work)."""
   t = exp.task
   cold = ColdStart(kind=t.cold_start, depth=t.cold_start_depth,
                    depths=tuple(t.cold_start_depths))
-  return get_task(t.name, cold_start=cold, **dict(t.kwargs))
+  task = get_task(t.name, cold_start=cold, **dict(t.kwargs))
+  if not t.reward:
+    if t.reward_kwargs:
+      raise ValueError("TaskSpec.reward_kwargs is set but TaskSpec.reward is empty; "
+                       "name the reward those options are for")
+    return task
+  if exp.rl.objective in TSALLIS_LAYOUT:
+    raise ValueError(f"TaskSpec.reward = {t.reward!r} has no effect with objective "
+                     f"{exp.rl.objective!r}: GARL/PAFT weight rationales by the gold "
+                     "answer's likelihood and score no rollouts; unset it, or use "
+                     f"{exp.rl.objective}_binary")
+  return task.use_reward(t.reward, t.reward_kwargs, field="TaskSpec.reward")
 
 
 CHAT_TEMPLATE_MODES = ("auto", "on", "off")
@@ -120,16 +132,25 @@ def build_objective(exp: Experiment):
   return obj, obj.config(**over), layout
 
 
+_YES, _NO = ("yes", "true", True), ("no", "false", False)
+
+
 def uses_reference(exp: Experiment, ocfg: Any) -> bool:
-  """Whether a frozen reference policy is needed (a non-zero KL coefficient)."""
-  if exp.rl.reference in ("yes", "true", True):
-    return True
-  if exp.rl.reference in ("no", "false", False):
-    return False
-  for name in ("kl_coef", "beta", "kl_beta"):
-    if getattr(ocfg, name, 0.0):
-      return True
-  return False
+  """Whether a frozen reference policy is kept: "auto" when a KL coefficient the
+  objective's config declares (`objectives.reference_coefficients`) is non-zero.
+
+  Raises ValueError for `RLConfig.reference = "no"` while such a coefficient is set:
+  the objective would otherwise train without its KL term.
+  """
+  ref = exp.rl.reference
+  if ref not in _YES + _NO + ("auto",):
+    raise ValueError(f"RLConfig.reference = {ref!r}; use 'auto', 'yes' or 'no'")
+  needed = reference_coefficients(ocfg)
+  if ref in _NO and needed:
+    raise ValueError(f"RLConfig.reference = {ref!r}, but objective {exp.rl.objective!r} "
+                     f"needs reference log-probs for {needed}; set reference = 'auto' "
+                     "or those coefficients to 0 (RLConfig.objective_overrides)")
+  return ref in _YES or bool(needed)
 
 
 def sft_arrays(examples, codec: Codec, answer_noise: float = 0.0,

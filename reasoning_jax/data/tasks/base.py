@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from reasoning_jax.data.tasks.vocab import CharVocab
 from reasoning_jax.rewards.base import RewardItem
 from reasoning_jax.rewards.registry import get_reward
+from reasoning_jax.rewards.spec import RewardSpec, parse_reward_spec
 
 COLD_START_KINDS = ("none", "suffix", "prefix", "reverse")
 
@@ -142,8 +143,14 @@ class Task(abc.ABC):
   Splits are decided by a stable hash of the prompt (`heldout_fraction` of all possible
   prompts are held out), so the warm-up corpus, the RL train prompts and the held-out
   prompts never overlap, whatever the seeds.
+
+  Rewards: every example is scored by the task's verifier (`_verifier`), unless
+  `use_reward` chose a training reward; that one scores the train split's examples
+  (the RL rollouts) while held-out examples keep the verifier, so evaluation accuracy
+  stays a correctness count whatever the training reward.
   """
   name = "task"
+  reward_spec: RewardSpec | None = None
 
   def __init__(self, *, cold_start: ColdStart = ColdStart(), rationale_end: str = "|",
                heldout_fraction: float = 0.05):
@@ -176,6 +183,30 @@ class Task(abc.ABC):
       if c not in chars:
         chars += c
     return chars
+
+  def use_reward(self, name: str, options=(), *, field: str = "TaskSpec.reward"
+                 ) -> "Task":
+    """Sets the RL training reward (see `rewards.spec`; "task" is this task's
+    verifier, e.g. in a weighted sum with a length penalty); returns self.
+
+    A reward that reads markup this task's alphabet cannot write (LASER's `\\boxed{}`,
+    RLCR's tags), or metadata its examples do not carry, is refused: it would score
+    every rollout alike, which trains nothing.
+    """
+    spec = parse_reward_spec(name, options, field=field)
+    missing = sorted(set("".join(spec.text())) - set(self.alphabet))
+    if missing:
+      raise ValueError(f"{field} = {name!r} reads {sorted(set(spec.text()))}, which task "
+                       f"{self.name!r} cannot write (no {''.join(missing)!r} in its "
+                       "alphabet); use it with a dataset task, or weight 'task' with "
+                       "length rewards such as 'dapo_overlong'")
+    have = set(self._problem(random.Random(0)).metadata)
+    lacking = sorted(set(spec.metadata()) - have)
+    if lacking:
+      raise ValueError(f"{field} = {name!r} needs example metadata {lacking}, which task "
+                       f"{self.name!r} does not provide (it has {sorted(have)})")
+    self.reward_spec = spec
+    return self
 
   def vocab(self) -> CharVocab:
     """A char-level vocabulary covering this task (pad/bos/eos + alphabet)."""
@@ -214,6 +245,9 @@ class Task(abc.ABC):
     if use_cold and self.cold_start.depths and self.cold_start.cue_in_prompt:
       prompt = prompt + self.cold_start.marker * depth
     name, kwargs = self._verifier(use_cold, depth)
+    if split == "train" and self.reward_spec is not None:
+      marker = {"marker": self.rationale_end, "answer_after": self.rationale_end}
+      name, kwargs = self.reward_spec.resolve(marker, (name, kwargs))
     meta = {"task": self.name, "split": split, "warmup_answer": p.answer,
             "cold_start": self.cold_start.kind if use_cold else "none",
             "cold_start_depth": depth if use_cold else 0, **p.metadata}

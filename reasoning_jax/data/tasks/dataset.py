@@ -11,21 +11,36 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from typing import Any, Sequence
 
 from reasoning_jax.data.tasks.base import Example
 from reasoning_jax.rewards.base import RewardItem
+from reasoning_jax.rewards.registry import VERIFIERS
+from reasoning_jax.rewards.spec import RewardSpec, parse_reward_spec
+
+# The metadata keys every dataset example carries (`DatasetTask._example`).
+_METADATA = ("golds", "id", "split", "task")
+# An opening tag the prompt template ends in (the default `...\n<think>`).
+_OPEN_TAG = re.compile(r"<([A-Za-z][\w-]*)>\s*$")
 
 
 @dataclasses.dataclass(frozen=True)
 class DatasetExample(Example):
   """An Example whose verifier compares against the dataset's gold answer(s), not the
-  formatted answer string the model is trained to write."""
+  formatted answer string the model is trained to write.
+
+  `scored_prefix`: the opening tag the prompt ends in (`<think>`), put back in front
+  of the completion before scoring, so format rewards (TRL's think regex, RLCR's
+  layout) see the tag the model's text continues; the answer rewards read after the
+  closing marker and are unaffected.
+  """
+  scored_prefix: str = ""
 
   def reward_item(self, completion: str, num_tokens: int | None = None) -> RewardItem:
     """A RewardItem with every gold alias of the record."""
-    return RewardItem(completion, list(self.metadata["golds"]), num_tokens,
-                      dict(self.metadata))
+    return RewardItem(self.scored_prefix + completion, list(self.metadata["golds"]),
+                      num_tokens, dict(self.metadata))
 
 
 class DatasetTask:
@@ -36,8 +51,13 @@ class DatasetTask:
       prepared under `data_dir`, or prepared now from `manual_dir`) or "jsonl:<path>".
     train_split, eval_split: split names (tfds) or JSONL paths for held-out prompts
       ("jsonl:" sources use `eval_split` as a path; empty means the last 5% of rows).
-    reward: "math" (answer extraction + sympy equivalence) or a QA reward
-      ("qa_exact_match", "qa_substring", "qa_f1").
+    reward: the verifier, a correctness reward (`rewards.registry.VERIFIERS`: "math"
+      (answer extraction + sympy equivalence), "gsm8k", a QA reward ("qa_exact_match",
+      "qa_substring", "qa_f1"), ...); evaluation counts a score > 0.5 as correct. A
+      shaped training reward (LASER, RLCR, format, weighted sums) is chosen with
+      `use_reward` (`TaskSpec.reward`).
+    reward_kwargs: the verifier's options ((name, value) pairs or a dict); its
+      `answer_after` defaults to `rationale_end`.
     prompt_template: formats a record (`{question}`, `{context}`) into the prompt.
     rationale_end: the end-of-rationale marker.
     answer_format: formats the gold answer as the model must write it.
@@ -48,7 +68,7 @@ class DatasetTask:
                data_dir: str | None = None, manual_dir: str | None = None,
                reward: str = "math", prompt_template: str = "{question}\n<think>",
                rationale_end: str = "</think>", answer_format: str = " \\boxed{{{answer}}}",
-               cold_start: Any = None):
+               cold_start: Any = None, reward_kwargs: Any = ()):
     if cold_start is not None and getattr(cold_start, "kind", "none") != "none":
       raise ValueError("cold-start formats are defined for the synthetic tasks only")
     kind, _, where = source.partition(":")
@@ -57,9 +77,32 @@ class DatasetTask:
     self.kind, self.where = kind, where
     self.train_split, self.eval_split = train_split, eval_split
     self.data_dir, self.manual_dir = data_dir, manual_dir
+    if reward not in VERIFIERS:
+      raise ValueError(f"DatasetTask reward {reward!r} is not a correctness verifier; "
+                       f"choose one of {list(VERIFIERS)} (a shaped training reward such "
+                       "as 'laser' or 'rlcr' goes in TaskSpec.reward)")
+    verifier = parse_reward_spec(reward, reward_kwargs, field="TaskSpec.kwargs reward",
+                                 allow_task=False)
     self.reward, self.prompt_template = reward, prompt_template
     self.rationale_end, self.answer_format = rationale_end, answer_format
+    self.verifier = verifier.resolve({"answer_after": rationale_end}, ("", {}))
+    self.reward_spec: RewardSpec | None = None
+    tag = _OPEN_TAG.search(prompt_template)
+    self.scored_prefix = prompt_template[tag.start():] if tag else ""
     self._cache: dict[str, Sequence[dict[str, Any]]] = {}
+
+  def use_reward(self, name: str, options=(), *, field: str = "TaskSpec.reward"
+                 ) -> "DatasetTask":
+    """Sets the RL training reward of the train split's examples (see
+    `rewards.spec`; "task" is the verifier); held-out examples keep the verifier, so
+    evaluation accuracy stays a correctness count. Returns self."""
+    spec = parse_reward_spec(name, options, field=field)
+    lacking = sorted(set(spec.metadata()) - set(_METADATA))
+    if lacking:
+      raise ValueError(f"{field} = {name!r} needs example metadata {lacking}, which "
+                       f"dataset examples do not carry (they have {list(_METADATA)})")
+    self.reward_spec = spec
+    return self
 
   def _records(self, split: str) -> Sequence[dict[str, Any]]:
     if split in self._cache:
@@ -80,14 +123,18 @@ class DatasetTask:
     self._cache[split] = recs
     return recs
 
-  def _example(self, rec: dict[str, Any], split: str) -> Example:
+  def _example(self, rec: dict[str, Any], split: str, training: bool) -> Example:
     golds = [rec["answer"], *rec.get("answer_aliases", [])]
+    name, kwargs = self.verifier
+    if training and self.reward_spec is not None:
+      name, kwargs = self.reward_spec.resolve({"answer_after": self.rationale_end},
+                                              self.verifier)
     return DatasetExample(
         prompt=self.prompt_template.format(question=rec["question"],
                                            context=rec.get("context", "")),
         rationale=rec.get("rationale", ""), answer=self.answer_format.format(
-            answer=rec["answer"]), rationale_end=self.rationale_end, reward=self.reward,
-        reward_kwargs={"answer_after": self.rationale_end},
+            answer=rec["answer"]), rationale_end=self.rationale_end, reward=name,
+        reward_kwargs=kwargs, scored_prefix=self.scored_prefix,
         metadata={"task": f"{self.kind}:{self.where}", "split": split,
                   "id": rec.get("id", ""), "golds": golds})
 
@@ -98,7 +145,8 @@ class DatasetTask:
                        f"{self.where} has {len(recs)}")
     idx = list(range(len(recs)))
     random.Random(f"{self.where}:{split}:{seed}").shuffle(idx)
-    return [self._example(recs[i], split) for i in idx[:n]]
+    training = split == self.train_split
+    return [self._example(recs[i], split, training) for i in idx[:n]]
 
   def warmup_corpus(self, n: int, seed: int = 0) -> list[Example]:
     """n training examples that have a rationale (for the SFT warm start)."""
