@@ -1,0 +1,49 @@
+"""One writer per run directory (`training.lock`)."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from reasoning_jax.training.lock import RunLock, RunLocked
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
+  with RunLock(tmp_path):
+    with pytest.raises(RunLocked, match=r"being written by pid \d+ on host"):
+      RunLock(tmp_path).acquire()
+  RunLock(tmp_path).acquire().release()  # free again once released
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+  """kill -9 of the holder releases the kernel lock: the next writer gets it."""
+  code = textwrap.dedent(f"""
+      import os, signal, sys
+      from reasoning_jax.training.lock import RunLock
+      RunLock({str(tmp_path)!r}).acquire()
+      print("held", flush=True)
+      os.kill(os.getpid(), signal.SIGKILL)
+      """)
+  p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                     timeout=120)
+  assert p.stdout.strip() == "held" and p.returncode == -9
+  RunLock(tmp_path).acquire().release()
+
+
+def test_a_held_lock_in_another_process_is_refused(tmp_path):
+  code = textwrap.dedent(f"""
+      import sys, time
+      from reasoning_jax.training.lock import RunLock
+      RunLock({str(tmp_path)!r}).acquire()
+      print("held", flush=True)
+      sys.stdin.readline()
+      """)
+  p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                       stdout=subprocess.PIPE, text=True)
+  try:
+    assert p.stdout.readline().strip() == "held"
+    with pytest.raises(RunLocked, match=f"pid {p.pid} on host"):
+      RunLock(tmp_path).acquire()
+  finally:
+    p.stdin.close()
+    p.wait(timeout=60)
