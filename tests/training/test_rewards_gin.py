@@ -168,7 +168,8 @@ def test_bad_reward_choices_stop_before_any_work(jsonl, tmp_path):
     S.build_task(exp)
 
 
-def test_shipped_example_selects_laser():
+def test_shipped_example_selects_laser(monkeypatch):
+  monkeypatch.chdir(ROOT)  # experiment files include each other by repository path
   gin.clear_config()
   try:
     gin.parse_config_file(os.path.join(ROOT, "experiments", "tpu",
