@@ -100,6 +100,8 @@ def launch(argv: Sequence[str], processes: int = 2, devices_per_process: int = 4
   if not argv:
     raise ValueError("nothing to launch: give a command after `--`, e.g. -- train ...")
   stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
+  if port:  # taken: say so now, not after the children's connection timeout
+    multihost.check_port_free(f"127.0.0.1:{port}")
   port = port or free_port()
   say = lambda msg: (stderr.write(f"[launch] {msg}\n"), stderr.flush())  # noqa: E731
   children, pumps = [], []

@@ -60,3 +60,17 @@ def test_a_failing_child_fails_the_launch():
 def test_nothing_to_launch():
   with pytest.raises(ValueError, match="nothing to launch"):
     L.launch([], processes=2)
+
+
+def test_launch_on_a_taken_port_fails_before_starting_children():
+  """The launcher checks --port itself, at once, instead of letting every child wait
+  for its coordinator connection to time out."""
+  import time
+  with socket.socket() as s:
+    s.bind(("0.0.0.0", 0))
+    s.listen()
+    port = s.getsockname()[1]
+    t0 = time.monotonic()
+    with pytest.raises(MH.CoordinatorPortInUse, match=f"127.0.0.1:{port}"):
+      L.launch(["train"], processes=2, port=port, python="/nonexistent/python")
+    assert time.monotonic() - t0 < 5  # no child was started (none could be)
