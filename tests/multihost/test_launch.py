@@ -64,13 +64,11 @@ def test_nothing_to_launch():
 
 def test_launch_on_a_taken_port_fails_before_starting_children():
   """The launcher checks --port itself, at once, instead of letting every child wait
-  for its coordinator connection to time out."""
-  import time
+  for its coordinator connection to time out: no child starts (the interpreter given
+  does not exist, so starting one would raise FileNotFoundError instead)."""
   with socket.socket() as s:
     s.bind(("0.0.0.0", 0))
     s.listen()
     port = s.getsockname()[1]
-    t0 = time.monotonic()
     with pytest.raises(MH.CoordinatorPortInUse, match=f"127.0.0.1:{port}"):
       L.launch(["train"], processes=2, port=port, python="/nonexistent/python")
-    assert time.monotonic() - t0 < 5  # no child was started (none could be)
