@@ -36,6 +36,7 @@ from reasoning_jax.training.chips import Chip, topology_devices
 from reasoning_jax.training.config import Experiment
 from reasoning_jax.training.memory import DoesNotFit  # noqa: F401  (re-exported)
 from reasoning_jax.training.steps import SeqBatch
+from reasoning_jax.training.validate import validate_experiment
 
 
 log = logging.getLogger("reasoning_jax")
@@ -312,8 +313,10 @@ def compile_sft(run: _Run, seq: int) -> ProgramReport:
 def compile_experiment(exp: Experiment, topology: str) -> tuple[Chip, list[ProgramReport]]:
   """Compile every program of `exp` for `topology` (e.g. "v5e:2x4"), deviceless.
 
-  Raises `DoesNotFit` naming the program when one fails to compile or partition.
+  Raises `DoesNotFit` naming the program when one fails to compile or partition, and
+  `ConfigError` (before anything is built) for invalid settings.
   """
+  validate_experiment(exp)
   chip, devices = topology_devices(topology)
   run = _setup(exp, devices)
   steps = [("rollout", lambda: compile_rollout(run))]

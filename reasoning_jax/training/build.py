@@ -36,6 +36,7 @@ from reasoning_jax.training.memory import (DoesNotFit, check_fits, device_memory
                                            memory_estimate)
 from reasoning_jax.training.metrics import MetricsWriter
 from reasoning_jax.training.steps import jit_steps, make_optimizer
+from reasoning_jax.training.validate import validate_experiment
 
 log = logging.getLogger("reasoning_jax")
 
@@ -303,6 +304,7 @@ def _rollout_layout(cfg: rjm.ModelConfig, mesh: Mesh) -> dict[str, Any]:
 
 def build_run(exp: Experiment, workdir: str, config_text: str = "") -> tuple[RunParts, Any]:
   """Build a run's fixed parts and its initial params (placed on the mesh)."""
+  validate_experiment(exp)  # every setting, before any file, device or compile
   _start(exp, workdir, config_text)
   run = exp.run
   init_key, run_key, eval_key = jax.random.split(jax.random.key(run.seed), 3)

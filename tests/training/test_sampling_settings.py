@@ -33,8 +33,9 @@ def test_thinking_budget_forces_the_marker_in_grpo_rollouts(tmp_path):
 
 
 @pytest.mark.parametrize("objective, rl, match", [
-    ("grpo", {"thinking_budget": -1}, "RLConfig.thinking_budget must be >= 0"),
-    ("garl", {"thinking_budget": 4}, "RLConfig.thinking_budget is for the GRPO family"),
+    ("grpo", {"thinking_budget": -1}, "RLConfig.thinking_budget = -1: must be >= 0"),
+    ("garl", {"thinking_budget": 4}, "RLConfig.thinking_budget = 4: is for the GRPO "
+     "family"),
     ("grpo", {"thinking_budget": 15}, "leaves no answer tokens"),
 ])
 def test_bad_thinking_budgets_are_named(tmp_path, objective, rl, match):
