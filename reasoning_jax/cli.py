@@ -24,12 +24,35 @@ import gin
 log = logging.getLogger("reasoning_jax")
 
 
+def _run_file(workdir: str, *names: str):
+  """`workdir/names...` as an `epath.Path`: a run directory may be local or a URL
+  (`gs://`; `training.paths`). A bad URL exits 2 with the message."""
+  from reasoning_jax.training.paths import run_path
+  try:
+    return run_path(workdir).joinpath(*names)
+  except ValueError as e:
+    sys.exit(f"error: {e}")
+
+
+def _open_url(path: str):
+  """A gin file at a URL, opened for reading (gin's file-reader hook)."""
+  from etils import epath
+  return epath.Path(path).open("r")
+
+
+def _is_url_file(path: str) -> bool:
+  """Whether gin should read `path` with `_open_url`."""
+  return "://" in path and _run_file(path).exists()
+
+
 def _parse_gin(files: list[str], params: list[str]):
   """Parse gin files/bindings and build the Experiment; exits 2 with a clear message."""
   from reasoning_jax.training.config import Experiment
   for f in files:
-    if not os.path.exists(f):
+    if not (_run_file(f).exists() if "://" in os.fspath(f) else os.path.exists(f)):
       sys.exit(f"error: gin file {f!r} does not exist")
+  # gin opens files with `open`; a run's config.gin may be at a `gs://` URL.
+  gin.config.register_file_reader(_open_url, _is_url_file)  # once: same functions
   try:
     gin.parse_config_files_and_bindings(files, params)
     exp = Experiment()
@@ -66,16 +89,16 @@ def cmd_train(a) -> int:
   if jax.process_index() == 0:  # one report per run, not one per process
     keys = [k for k in sorted(final) if k.startswith("eval/")]
     print("final: " + ", ".join(f"{k}={final[k]:.4f}" for k in keys))
-    print(f"run directory: {os.path.abspath(a.workdir)}")
+    print(f"run directory: {_run_file(a.workdir)}")
   return 0
 
 
 def cmd_eval(a) -> int:
   """Evaluate a run's latest (or given) checkpoint on its held-out prompts."""
   from reasoning_jax.training.loop import Trainer
-  if not os.path.isdir(os.path.join(a.workdir, "checkpoints")):
+  if not _run_file(a.workdir, "checkpoints").is_dir():
     sys.exit(f"error: {a.workdir!r} has no checkpoints/ directory; train first")
-  files = a.gin_file or [os.path.join(a.workdir, "config.gin")]
+  files = a.gin_file or [os.fspath(_run_file(a.workdir, "config.gin"))]
   exp, text = _parse_gin(files, a.gin_param)
   t = _build(Trainer, exp, a.workdir, text)
   try:
@@ -95,7 +118,7 @@ def cmd_sample(a) -> int:
   import jax
   from reasoning_jax import sampling
   from reasoning_jax.training.loop import Trainer
-  exp, text = _parse_gin(a.gin_file or [os.path.join(a.workdir, "config.gin")],
+  exp, text = _parse_gin(a.gin_file or [os.fspath(_run_file(a.workdir, "config.gin"))],
                          a.gin_param)
   t = _build(Trainer, exp, a.workdir, text)
   try:
@@ -123,9 +146,9 @@ def cmd_convert(a) -> int:
     sys.exit("error: give --workdir RUN, --gguf FILE (or 'smollm2') or --hf DIR")
   if a.workdir:
     from reasoning_jax.training.loop import Trainer
-    if not os.path.isdir(os.path.join(a.workdir, "checkpoints")):
+    if not _run_file(a.workdir, "checkpoints").is_dir():
       sys.exit(f"error: {a.workdir!r} has no checkpoints/ directory; train first")
-    exp, text = _parse_gin([os.path.join(a.workdir, "config.gin")], [])
+    exp, text = _parse_gin([os.fspath(_run_file(a.workdir, "config.gin"))], [])
     t = _build(Trainer, exp, a.workdir, text)
     try:
       step = t.resume()
@@ -156,10 +179,10 @@ def cmd_convert(a) -> int:
 def cmd_plot(a) -> int:
   """Write (or refresh) a run's PNG plots from its metrics.jsonl."""
   from reasoning_jax.training.metrics import plot_from_jsonl
-  path = os.path.join(a.workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = _run_file(a.workdir, "metrics.jsonl")
+  if not path.exists():
     sys.exit(f"error: {path} does not exist; train first")
-  for f in plot_from_jsonl(path, os.path.join(a.workdir, "plots")):
+  for f in plot_from_jsonl(path, _run_file(a.workdir, "plots")):
     print(f)
   return 0
 
@@ -185,7 +208,35 @@ def cmd_compile(a) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-  """Entry point of the `reasoning-jax` console script."""
+  """Entry point of the `reasoning-jax` console script: the one error boundary.
+
+  Every failure prints one `error: ...` line to stderr and exits 1 (argparse's usage
+  errors exit 2); `--debug` (anywhere on the command line) shows the traceback
+  instead. Errors of this package and of bad input (ValueError, OSError, ...) carry
+  messages that name the field or file; anything else is printed with its type so a
+  bug report has it, and `--debug` gives the rest.
+  """
+  argv = list(sys.argv[1:] if argv is None else argv)
+  debug = "--debug" in argv
+  argv = [x for x in argv if x != "--debug"]
+  try:
+    return _main(argv)
+  except KeyboardInterrupt:
+    print("error: interrupted", file=sys.stderr)
+    return 130
+  except SystemExit:
+    raise
+  except Exception as e:  # the boundary: one line, unless --debug
+    if debug:
+      raise
+    known = isinstance(e, (ValueError, OSError, RuntimeError))
+    what = str(e) if known else f"{type(e).__name__}: {e}"
+    print(f"error: {what}" + ("" if known else " (rerun with --debug for the "
+                                                  "traceback)"), file=sys.stderr)
+    return 1
+
+
+def _main(argv: list[str]) -> int:
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   # Our own progress at INFO; libraries (orbax/absl, jax) only when they warn.
   logging.getLogger("reasoning_jax").setLevel(logging.INFO)
