@@ -420,7 +420,11 @@ class Trainer:
     self.ckpt.close()
     self.runner.close()
     if self.exp.run.plots:
-      self.writer.plot()
+      try:  # plots are derived from metrics.jsonl; they never fail a finished run
+        self.writer.plot()
+      except OSError as e:
+        log.warning("plots not written (%s); `reasoning-jax plot --workdir %s` "
+                    "redraws them from metrics.jsonl", e, self.workdir)
     self.writer.close()
 
 

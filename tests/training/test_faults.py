@@ -95,3 +95,22 @@ def test_an_over_long_jsonl_row_is_named_at_start_up(tmp_path):
   with pytest.raises(ValueError, match=r"id 'row5'.*max_seq_len is 128"):
     Trainer(exp, str(tmp_path / "run"))
   assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_file_where_the_plots_folder_belongs_does_not_fail_the_run(tmp_path, caplog):
+  import logging
+
+  from reasoning_jax.training import config as C
+  base = tiny_exp("grpo", sft_steps=0, rl_steps=1)
+  exp = C.Experiment(model=base.model, task=base.task, sft=base.sft, rl=base.rl,
+                     eval=base.eval, run=C.RunConfig(checkpoint_every=100, reward_workers=0,
+                                                    progress=False, plots=True))
+  (tmp_path / "plots").write_text("not a folder")
+  t = Trainer(exp, str(tmp_path))
+  t.runner.close()
+  t.runner = CoinRunner()
+  with caplog.at_level(logging.WARNING, logger="reasoning_jax"):
+    final = t.run()
+  assert "eval/accuracy" in final
+  assert "plots not written" in caplog.text
+  assert (tmp_path / "plots").read_text() == "not a folder"
