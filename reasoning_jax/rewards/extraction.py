@@ -12,38 +12,54 @@ STYLES = ("boxed", "gsm8k", "answer_line", "tag", "last_number", "auto")
 # `auto` tries the most explicit markers first and only then guesses a bare number.
 _AUTO_ORDER = ("boxed", "tag", "gsm8k", "answer_line", "last_number")
 
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)")
+_BOX_WORDS = ("\\boxed", "\\fbox")
 # Strict GSM8K as in lm-eval / verl: "#### <number>", commas allowed inside.
 _GSM8K_RE = re.compile(r"####\s*(-?[0-9.,]+)")
-_TAG_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
-_ANSWER_LINE_RE = re.compile(
-    r"(?:final\s+answer|answer)\s*(?:is\s*)?[:：]?\s*(?:is\s*)?(.+)", re.IGNORECASE)
+# A brace not escaped by a backslash (`\\{` is a literal brace inside a box).
+_BRACE_RE = re.compile(r"(?<!\\)[{}]")
+_SPACED_BOX_RE = re.compile(r" *([^\s$]*)")
+_TAG_TOKEN_RE = re.compile(r"<(/?)answer>", re.IGNORECASE)
+# "Answer:", "The final answer is", ... up to the value (which must be non-empty).
+_ANSWER_MARK_RE = re.compile(
+    r"(?:final\s+answer|answer)\s*(?:is\s*)?[:：]?\s*(?:is\s*)?(?=.)", re.IGNORECASE)
+_SPACES_RE = re.compile(r"\s*")
+_HOPE = "I hope it is correct"
+_HOPE_RE = re.compile(re.escape(_HOPE) + r"\.?\Z", re.IGNORECASE)
 _NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
+
+
+def _box_ends_reversed(text: str):
+  """The end offset of every `\\boxed` / `\\fbox`, last first, one `rfind` each: no
+  list of every match (a million match objects cost the garbage collector more than
+  linear time), no rescan (the two words cannot overlap)."""
+  found = {w: text.rfind(w) for w in _BOX_WORDS}
+  while True:
+    word = max(found, key=found.get)
+    i = found[word]
+    if i < 0:
+      return
+    yield i + len(word)
+    found[word] = text.rfind(word, 0, i)
 
 
 def last_boxed(text: str) -> str | None:
   """Content of the last `\\boxed{...}` / `\\fbox{...}` (or `\\boxed 5`), braces matched.
 
   Returns None when there is no box or its braces never close (a truncated output).
+  Linear in the text: at most one box's braces are scanned (the last box with a brace
+  either closes or ends the search), and every other box costs O(1).
   """
-  starts = [m for m in _BOX_RE.finditer(text)]
-  for m in reversed(starts):
-    i = m.end()
+  for i in _box_ends_reversed(text):
     if i < len(text) and text[i] == "{":
       depth = 0
-      for j in range(i, len(text)):
-        c = text[j]
-        if c == "{" and text[j - 1] != "\\":
-          depth += 1
-        elif c == "}" and text[j - 1] != "\\":
-          depth -= 1
-          if depth == 0:
-            return text[i + 1:j].strip()
+      for b in _BRACE_RE.finditer(text, i):
+        depth += 1 if b.group() == "{" else -1
+        if depth == 0:
+          return text[i + 1:b.start()].strip()
       return None  # unbalanced: truncated inside the box; do not guess
     if i < len(text) and text[i] == " ":
       # `\boxed 5` form (used by some MATH solutions): up to the next `$` or space.
-      rest = text[i:].lstrip(" ")
-      token = re.split(r"[\s$]", rest, maxsplit=1)[0]
+      token = _SPACED_BOX_RE.match(text, i).group(1)
       if token:
         return token
   return None
@@ -58,29 +74,56 @@ def _gsm8k(text: str) -> str | None:
 
 
 def _tag(text: str) -> str | None:
-  found = _TAG_RE.findall(text)
-  return found[-1].strip() if found else None
+  """The last `<answer>...</answer>`, as `re.findall("<answer>(.*?)</answer>", text,
+  re.S | re.I)[-1]` would give, in one pass over the tags (findall rescans to the end
+  for every unclosed `<answer>`)."""
+  start, found = None, None
+  for m in _TAG_TOKEN_RE.finditer(text):
+    if not m.group(1) and start is None:
+      start = m.end()
+    elif m.group(1) and start is not None:
+      found, start = text[start:m.start()], None
+  return found.strip() if found is not None else None
 
 
 def _answer_line(text: str) -> str | None:
+  """The value after the last line's `Answer:` marker (innermost restatement).
+
+  `_ANSWER_MARK_RE` is the marker pattern `<marker>(.+)` with `(?=.)` for the one
+  character `.+` needs, so it ends where that group would start and the value is the
+  rest of the line, never re-matched: a line of k restated markers is one pass rather
+  than k.
+  """
   for line in reversed(text.splitlines()):
-    matches = list(_ANSWER_LINE_RE.finditer(line))
-    if not matches:
+    m = _ANSWER_MARK_RE.search(line)
+    if m is None:
       continue
-    value = matches[-1].group(1).strip()
+    value = line[m.end():].strip()
     # "Final Answer: The final answer is $5$" restates the marker: take the innermost.
-    inner = _ANSWER_LINE_RE.search(value)
-    while inner is not None and inner.group(1).strip() and len(inner.group(1)) < len(value):
-      value = inner.group(1).strip()
-      inner = _ANSWER_LINE_RE.search(value)
-    # Minerva style: "Final Answer: The final answer is $5$. I hope it is correct."
-    value = re.sub(r"\.?\s*I hope it is correct\.?$", "", value, flags=re.IGNORECASE)
+    # `value` is stripped, so whatever follows a marker inside it is non-blank.
+    pos = 0
+    inner = _ANSWER_MARK_RE.search(value)
+    while inner is not None:
+      pos = _SPACES_RE.match(value, inner.end()).end()
+      inner = _ANSWER_MARK_RE.search(value, pos)
+    value = _strip_hope(value[pos:])
     value = value.strip().rstrip(".").strip()
     if value.startswith("$") and value.endswith("$") and len(value) >= 2:
       value = value.strip("$").strip()
     if value:
       return value
   return None
+
+
+def _strip_hope(value: str) -> str:
+  """Drops Minerva's closing "I hope it is correct." (with the "." and spaces before
+  it), as `re.sub(r"\\.?\\s*I hope it is correct\\.?$", "", value, flags=re.I)` does,
+  looking only at the end (that pattern retries its `\\s*` from every position)."""
+  tail = _HOPE_RE.search(value[-len(_HOPE) - 1:])
+  if tail is None:
+    return value
+  head = value[:len(value) - len(tail.group())].rstrip()
+  return head[:-1] if head.endswith(".") else head
 
 
 def _last_number(text: str) -> str | None:

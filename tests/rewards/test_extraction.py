@@ -1,5 +1,12 @@
-"""Answer extraction on realistic model outputs."""
+"""Answer extraction on realistic model outputs, equal to the old (quadratic)
+extraction on fuzzed inputs, and linear in its input."""
+import math
+import re
+import time
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reasoning_jax.rewards import STYLES, extract_answer, last_boxed
 
@@ -58,3 +65,123 @@ def test_unknown_style_and_bad_type():
   with pytest.raises(TypeError, match="text: str"):
     extract_answer(None)  # type: ignore[arg-type]
   assert set(STYLES) == {"boxed", "gsm8k", "answer_line", "tag", "last_number", "auto"}
+
+
+# ---------------------------------------------------------------- the old extraction
+# The quadratic implementation the linear one replaced, kept as the reference its
+# answers must equal on every input (it is only run on short strings here).
+
+_OLD_BOX_RE = re.compile(r"\\(?:boxed|fbox)")
+_OLD_TAG_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+_OLD_LINE_RE = re.compile(
+    r"(?:final\s+answer|answer)\s*(?:is\s*)?[:：]?\s*(?:is\s*)?(.+)", re.IGNORECASE)
+
+
+def _old_boxed(text):
+  for m in reversed(list(_OLD_BOX_RE.finditer(text))):
+    i = m.end()
+    if i < len(text) and text[i] == "{":
+      depth = 0
+      for j in range(i, len(text)):
+        c = text[j]
+        if c == "{" and text[j - 1] != "\\":
+          depth += 1
+        elif c == "}" and text[j - 1] != "\\":
+          depth -= 1
+          if depth == 0:
+            return text[i + 1:j].strip()
+      return None
+    if i < len(text) and text[i] == " ":
+      token = re.split(r"[\s$]", text[i:].lstrip(" "), maxsplit=1)[0]
+      if token:
+        return token
+  return None
+
+
+def _old_tag(text):
+  found = _OLD_TAG_RE.findall(text)
+  return found[-1].strip() if found else None
+
+
+def _old_answer_line(text):
+  for line in reversed(text.splitlines()):
+    matches = list(_OLD_LINE_RE.finditer(line))
+    if not matches:
+      continue
+    value = matches[-1].group(1).strip()
+    inner = _OLD_LINE_RE.search(value)
+    while inner is not None and inner.group(1).strip() and len(inner.group(1)) < len(value):
+      value = inner.group(1).strip()
+      inner = _OLD_LINE_RE.search(value)
+    value = re.sub(r"\.?\s*I hope it is correct\.?$", "", value, flags=re.IGNORECASE)
+    value = value.strip().rstrip(".").strip()
+    if value.startswith("$") and value.endswith("$") and len(value) >= 2:
+      value = value.strip("$").strip()
+    if value:
+      return value
+  return None
+
+
+OLD = {"boxed": _old_boxed, "tag": _old_tag, "answer_line": _old_answer_line}
+PIECES = ["\\boxed", "\\fbox", "{", "}", "\\{", "\\}", " ", "  ", "$", "\n", "\r", "\t",
+          "\u2028", "\xa0", "<answer>", "</answer>", "<ANSWER>", "</Answer>", "Answer",
+          "answer", "final", "Final  answer", ":", "：", "is", " is ", ".", "..",
+          "I hope it is correct", "i HOPE it is correct.", "5", "x", "é"]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(text=st.lists(st.sampled_from(PIECES), max_size=24).map("".join)
+       | st.text(max_size=60), style=st.sampled_from(sorted(OLD)))
+def test_linear_extraction_equals_the_old_one(text, style):
+  old = OLD[style](text)
+  assert extract_answer(text, style) == (old if old else None)
+
+
+# ------------------------------------------------------------------- linear time
+
+def _seconds(fn, text: str) -> float:
+  """The fastest of three runs: the least disturbed by other processes."""
+  best = math.inf
+  for _ in range(3):
+    t0 = time.perf_counter()
+    fn(text)
+    best = min(best, time.perf_counter() - t0)
+  return best
+
+
+MB = 1 << 20
+# Inputs that made some style superlinear, or could: restated markers, unclosed boxes
+# and tags, spaced boxes with no token, long digit and whitespace runs.
+ADVERSARIAL = {
+    "answer_line": "Answer: ",
+    "answer_line_is": "The final answer is ",
+    "answer_line_spaces": "Answer: x" + " " * 4096 + "y ",
+    "boxed": "\\boxed{",
+    "boxed_spaced": "\\boxed $",
+    "tag": "<answer>",
+    "gsm8k": "#### ",
+    "gsm8k_digits": "####" + "1," * 2048,
+    "digits": "1234567890",
+    "thousands": "1,234,",
+    "hope": ". I hope it is correct " + " " * 64,
+}
+
+
+@pytest.mark.parametrize("name", sorted(ADVERSARIAL))
+def test_extraction_is_linear_on_adversarial_inputs(name):
+  """1 MB of each adversarial input is extracted (every style, `auto` included) in
+  under 0.5 s, and 16 times the input takes less than 64 times as long.
+
+  Linear time gives a ratio of 16 and quadratic 256, so the 4x margin on either side
+  keeps the ratio check from flaking on a loaded machine while still failing a
+  quadratic regression; the best of three runs discounts pauses from other processes,
+  and 0.5 s (the issue's bound) is several times what linear extraction needs."""
+  unit = ADVERSARIAL[name]
+  big = unit * (MB // len(unit))
+  small = big[:len(big) // 16]
+  for style in STYLES:
+    fn = lambda t, s=style: extract_answer(t, s)  # noqa: E731
+    t_big = _seconds(fn, big)
+    assert t_big < 0.5, (name, style, t_big)
+    t_small = max(_seconds(fn, small), 1e-4)
+    assert t_big / t_small < 64, (name, style, t_big, t_small)
