@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -23,28 +24,50 @@ class DataFormatError(ValueError):
   """A data file does not have the expected format; the message names file and line."""
 
 
+# A byte that is not UTF-8, as `errors="surrogateescape"` decodes it (valid UTF-8 text
+# never decodes to a lone surrogate, and JSON's "\\udc80" escapes are plain ASCII).
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+
+
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
   """Yields `(line_number, row)` for each non-blank line of a JSONL file (1-based lines).
 
+  The file is UTF-8 (a leading byte-order mark is skipped).
+
   Raises:
-    FileNotFoundError: the file does not exist.
-    DataFormatError: a line is not valid JSON or not a JSON object.
+    FileNotFoundError: the file does not exist (or is a directory).
+    DataFormatError: a line is not UTF-8, not valid JSON or not a JSON object.
   """
   path = os.fspath(path)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"JSONL file not found: {path}")
-  with open(path, encoding="utf-8") as f:
+  if not os.path.isfile(path):
+    what = "is a directory, not a file" if os.path.isdir(path) else "not found"
+    raise FileNotFoundError(f"JSONL file {what}: {path}")
+  with open(path, encoding="utf-8-sig", errors="surrogateescape") as f:
     for lineno, line in enumerate(f, start=1):
+      bad = _NOT_UTF8.search(line)
+      if bad:
+        byte = ord(bad.group()) - 0xDC00
+        raise DataFormatError(
+            f"{path}:{lineno}: not UTF-8 text (byte 0x{byte:02x} at column "
+            f"{bad.start() + 1}); save the file as UTF-8.")
       if not line.strip():
         continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise DataFormatError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno}).") from e
-      if not isinstance(row, dict):
-        raise DataFormatError(
-            f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}.")
-      yield lineno, row
+      yield lineno, _parse(line, f"{path}:{lineno}")
+
+
+def _parse(line: str, where: str) -> dict[str, Any]:
+  """One line's JSON object, or a DataFormatError naming `where`."""
+  try:
+    row = json.loads(line)
+  except json.JSONDecodeError as e:
+    raise DataFormatError(f"{where}: invalid JSON ({e.msg} at column {e.colno}).") from e
+  except (ValueError, RecursionError) as e:  # e.g. a 5,000-digit integer, deep nesting
+    raise DataFormatError(f"{where}: invalid JSON ({type(e).__name__}: "
+                          f"{str(e)[:200]}).") from e
+  if not isinstance(row, dict):
+    raise DataFormatError(
+        f"{where}: expected a JSON object per line, got {type(row).__name__}.")
+  return row
 
 
 def require_fields(row: Mapping[str, Any], fields: Sequence[str], where: str) -> None:

@@ -71,3 +71,37 @@ def test_wrong_type_and_missing_file(tmp_path):
     load_examples(p)
   with pytest.raises(FileNotFoundError, match="nope.jsonl"):
     load_jsonl(tmp_path / "nope.jsonl")
+
+
+def test_bytes_that_are_not_utf8_name_the_file_line_and_column(tmp_path):
+  p = tmp_path / "latin1.jsonl"
+  p.write_bytes(b'{"question": "a", "answer": "1"}\n'
+                b'{"question": "caf\xe9", "answer": "2"}\n')
+  with pytest.raises(DataFormatError) as info:
+    load_examples(p)
+  assert str(info.value) == (f"{p}:2: not UTF-8 text (byte 0xe9 at column 18); save the "
+                             "file as UTF-8.")
+  with pytest.raises(DataFormatError, match=r"latin1\.jsonl:2: not UTF-8"):
+    load_jsonl(p)
+
+
+def test_escaped_surrogates_and_a_byte_order_mark_are_valid_utf8(tmp_path):
+  p = tmp_path / "bom.jsonl"
+  p.write_bytes(b'\xef\xbb\xbf{"question": "\\udc80?", "answer": "1"}\n')
+  assert load_jsonl(p) == [{"question": "\udc80?", "answer": "1"}]
+
+
+def test_json_that_python_refuses_names_the_line(tmp_path):
+  p = _write(tmp_path, [json.dumps({"q": 1}), "[" * 100_000 + "]" * 100_000,
+                        '{"n": ' + "9" * 5000 + "}"])
+  with pytest.raises(DataFormatError, match=r"d\.jsonl:2: invalid JSON \(RecursionError"):
+    load_jsonl(p)
+  p = _write(tmp_path, ['{"n": ' + "9" * 5000 + "}"], name="big.jsonl")
+  with pytest.raises(DataFormatError, match=r"big\.jsonl:1: invalid JSON \(ValueError: "
+                     "Exceeds the limit"):
+    load_jsonl(p)
+
+
+def test_a_directory_is_not_a_jsonl_file(tmp_path):
+  with pytest.raises(FileNotFoundError, match=f"is a directory, not a file: {tmp_path}"):
+    load_jsonl(tmp_path)
