@@ -516,11 +516,26 @@ COMPILE_RULES = {
 }
 
 
+def _targets(v, exp: Experiment) -> str | None:
+  bad = [t for t in v if not isinstance(t, str) or not t]
+  return f"every target must be a projection-name pattern, got {bad}" if bad else None
+
+
+LORA_RULES = {
+    "rank": at_least(0, " (0: full fine-tuning)"),
+    "alpha": above(0.0),
+    "targets": _rule(_targets),
+    "dtype": one_of(("float32", "bfloat16")),
+    "quantize": one_of(("none", "int8", "int4", "nf4")),  # model.quant.QTYPES + "none"
+    "block_size": at_least(0, " (0: one scale per output channel)"),
+}
+
+
 # The rules of each section, by the class gin binds.
 RULES: dict[str, dict[str, Rule]] = {
     "ModelSpec": MODEL_RULES, "TaskSpec": TASK_RULES, "SFTConfig": SFT_RULES,
     "RLConfig": RL_RULES, "EvalConfig": EVAL_RULES, "RunConfig": RUN_RULES,
-    "CompileSpec": COMPILE_RULES,
+    "CompileSpec": COMPILE_RULES, "LoRASpec": LORA_RULES,
 }
 
 
