@@ -128,6 +128,7 @@ class _Ep:
   rewards: list = dataclasses.field(default_factory=list)
   turn_start: int = 0
   reason: int = -1
+  budget: int = 0
 
   def add(self, toks, mask, lp=None, mlp=None):
     n = len(toks)
@@ -169,9 +170,11 @@ def _check_config(cfg: EpisodeConfig) -> None:
 class _Driver:
   """The host loop of `run_episodes` (state shared by its small steps)."""
 
-  def __init__(self, params, mcfg, prompts, env, cfg: EpisodeConfig, key, group: int):
+  def __init__(self, params, mcfg, prompts, env, cfg: EpisodeConfig, key, group: int,
+               budgets):
     self.params, self.mcfg, self.env, self.cfg = params, mcfg, env, cfg
-    self.eps = [_Ep(prompts[i // group]) for i in range(len(prompts) * group)]
+    self.eps = [_Ep(prompts[i // group], budget=budgets[i // group])
+                for i in range(len(prompts) * group)]
     self.group = group
     R = min(cfg.slots or len(self.eps), len(self.eps))
     self.R = bucket(R, 1)  # a power of two: a few compiled shapes serve every call
@@ -247,7 +250,7 @@ class _Driver:
     budget = np.zeros(self.R, np.int32)
     for r, e in enumerate(self.slot_ep):
       if e >= 0:
-        budget[r] = self.cfg.max_tokens - len(self.eps[e].tokens)
+        budget[r] = self.eps[e].budget - len(self.eps[e].tokens)
     self._room(min(self.N, self.S // 4))
     steps = min(self.N, self.S - int(self.rows.cache.index))
     knobs = dataclasses.replace(self.knobs, max_steps=np.int32(steps))
@@ -260,7 +263,7 @@ class _Driver:
       ep, n = self.eps[self.slot_ep[r]], int(counts[r])
       ep.add(toks[r, :n], True, lps[r, :n], mlps[r, :n])
       q = int(stops[r])
-      if q < 0 and len(ep.tokens) < self.cfg.max_tokens:
+      if q < 0 and len(ep.tokens) < ep.budget:
         continue  # the chunk ended first: the row goes on next call
       ep.turn_ends.append(len(ep.tokens))
       if 0 <= q < self.n_eos:
@@ -294,7 +297,7 @@ class _Driver:
       if o.done or not o_toks:
         self._finish(r, ENV)
         continue
-      if len(ep.tokens) + len(o_toks) >= self.cfg.max_tokens:
+      if len(ep.tokens) + len(o_toks) >= ep.budget:
         self._finish(r, LENGTH)  # no room for the observation and one more token
         continue
       # The segment: the tool call's last token (sampled, not yet in the cache), then
@@ -333,7 +336,8 @@ class _Driver:
 
 
 def run_episodes(params, config: rjm.ModelConfig, prompts, environment: Environment,
-                 episode: EpisodeConfig, *, key, num_samples: int = 1) -> Episodes:
+                 episode: EpisodeConfig, *, key, num_samples: int = 1,
+                 budgets: Sequence[int] | None = None) -> Episodes:
   """Roll out `num_samples` multi-turn episodes per prompt.
 
   Args:
@@ -345,6 +349,8 @@ def run_episodes(params, config: rjm.ModelConfig, prompts, environment: Environm
     key: a PRNG key; episode e's draws depend only on (key, e), not on its slot or
       on when it started.
     num_samples: G episodes per prompt (prompt-major: prompt i owns i*G .. i*G+G-1).
+    budgets: optional per-prompt token budgets, each in [1, episode.max_tokens]
+      (default: max_tokens for every prompt).
   """
   _check_config(episode)
   prompts = _check_prompts(prompts, config.vocab_size)
@@ -355,7 +361,14 @@ def run_episodes(params, config: rjm.ModelConfig, prompts, environment: Environm
     raise ValueError(f"a prompt of {longest} tokens plus max_tokens={episode.max_tokens} "
                      f"exceeds the model's max_seq_len {config.max_seq_len}; lower "
                      "EpisodeConfig.max_tokens or shorten the prompt")
+  if budgets is None:
+    budgets = [episode.max_tokens] * len(prompts)
+  budgets = [int(b) for b in budgets]
+  if len(budgets) != len(prompts) or not all(1 <= b <= episode.max_tokens
+                                             for b in budgets):
+    raise ValueError(f"budgets must hold one value in [1, max_tokens="
+                     f"{episode.max_tokens}] per prompt ({len(prompts)}), got {budgets}")
   driver = _Driver(params, config, prompts, environment, episode, _check_key(key),
-                   num_samples)
+                   num_samples, budgets)
   driver.run()
   return driver.result(episode.max_turns)
