@@ -2,7 +2,8 @@
 
 See docs/objectives.md for the calling convention. The registry `OBJECTIVES` maps names
 (grpo, dr_grpo, dapo, gspo, gspo_token, cispo, gppo, reinforce, rloo, reinforce_pp,
-reinforce_pp_baseline, psr, nsr, w_reinforce, garl, garl_binary, paft, paft_binary, sft)
+reinforce_pp_baseline, psr, nsr, w_reinforce, garl, garl_binary, paft, paft_binary, sft,
+distill, grpo_distill, garl_distill)
 to `Objective` handles.
 """
 from reasoning_jax.objectives.aggregation import (AGG_MODES, accumulate_value_and_grad,

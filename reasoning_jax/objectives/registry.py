@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from reasoning_jax.objectives import baselines, cispo, dapo, garl, gppo, grpo, gspo, paft, sft
+from reasoning_jax.objectives import (baselines, cispo, dapo, distill, garl, gppo, grpo, gspo,
+                                      paft, sft)
 from reasoning_jax.objectives.objective import Objective
 
 _ALL = (
@@ -11,6 +12,7 @@ _ALL = (
     gppo.GPPO, baselines.REINFORCE, baselines.RLOO, baselines.REINFORCE_PP,
     baselines.REINFORCE_PP_BASELINE, baselines.PSR, baselines.NSR, baselines.W_REINFORCE,
     garl.GARL, garl.GARL_BINARY, paft.PAFT, paft.PAFT_BINARY, sft.SFT,
+    distill.DISTILL, distill.GRPO_DISTILL, distill.GARL_DISTILL,
 )
 
 OBJECTIVES: MappingProxyType[str, Objective] = MappingProxyType({o.name: o for o in _ALL})

@@ -34,6 +34,8 @@ class ObjectiveInputs:
     old_logp_BT: log-probs of the sampler / old policy (no gradient is taken through
       them). None means on-policy: `stop_gradient(logp_BT)`.
     ref_logp_BT: log-probs of the reference policy, for a KL term or penalty.
+    teacher_logp_BT: log-probs of a teacher model on the same tokens (on-policy
+      distillation, `distill.py`); no gradient is taken through them.
     advantages: per-sequence `[B]` or per-token `[B, T]` advantages, usually filled by
       `Objective.prepare` from `rewards_B`.
     rewards_B: scalar reward per rollout.
@@ -48,6 +50,7 @@ class ObjectiveInputs:
   mask_BT: Array
   old_logp_BT: Array | None = None
   ref_logp_BT: Array | None = None
+  teacher_logp_BT: Array | None = None
   advantages: Array | None = None
   rewards_B: Array | None = None
   entropy_BT: Array | None = None
@@ -191,7 +194,7 @@ def validate(inputs: ObjectiveInputs, needs: frozenset[str] | tuple[str, ...] = 
   _check_shape("mask_BT", mask, (B, T))
   mask = mask.astype(dtype)
   out: dict[str, Any] = {}
-  for f in ("old_logp_BT", "ref_logp_BT", "entropy_BT"):
+  for f in ("old_logp_BT", "ref_logp_BT", "teacher_logp_BT", "entropy_BT"):
     v = getattr(inputs, f)
     if v is not None:
       v = as_float_logp(v, f)

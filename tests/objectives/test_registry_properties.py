@@ -36,6 +36,7 @@ def make_batch(num_groups: int, T: int, seed: int = 0) -> ObjectiveInputs:
       logp_BT=jnp.asarray(logp), mask_BT=jnp.asarray(mask),
       old_logp_BT=jnp.asarray(logp + 0.2 * rng.standard_normal((B, T)).astype(np.float32)),
       ref_logp_BT=jnp.asarray(logp + 0.1 * rng.standard_normal((B, T)).astype(np.float32)),
+      teacher_logp_BT=jnp.asarray(logp - rng.uniform(0.0, 1.0, (B, T)).astype(np.float32)),
       entropy_BT=jnp.asarray(rng.uniform(0.0, 2.0, (B, T)).astype(np.float32)),
       rewards_B=jnp.asarray(rewards), rationale_mask_BT=jnp.asarray(rat),
       answer_mask_BT=jnp.asarray(mask - rat), group_size=G)
@@ -74,6 +75,7 @@ def _pad(x: ObjectiveInputs, extra_T: int, extra_groups: int, junk: float) -> Ob
   return x.replace(
       logp_BT=pad2(x.logp_BT, -jnp.inf), mask_BT=pad2(x.mask_BT, 0.0),
       old_logp_BT=pad2(x.old_logp_BT, junk), ref_logp_BT=pad2(x.ref_logp_BT, -junk),
+      teacher_logp_BT=pad2(x.teacher_logp_BT, junk),
       entropy_BT=pad2(x.entropy_BT, junk), rationale_mask_BT=pad2(x.rationale_mask_BT, 0.0),
       answer_mask_BT=pad2(x.answer_mask_BT, 0.0), rewards_B=pad1(x.rewards_B, 1.0),
       advantages=adv, resample_counts_B=pad1(x.resample_counts_B, 3.0))

@@ -201,7 +201,8 @@ def _runs(objective, cfg, group: int) -> bool:
       logp_BT=f32(-rng.random((B, T))), mask_BT=f32(np.ones((B, T))),
       rewards_B=f32(rng.random(B)), rationale_mask_BT=f32(np.tile([1, 1, 0, 0], (B, 1))),
       answer_mask_BT=f32(np.tile([0, 0, 1, 1], (B, 1))), group_size=group,
-      ref_logp_BT=f32(-rng.random((B, T))), old_logp_BT=f32(-rng.random((B, T))))
+      ref_logp_BT=f32(-rng.random((B, T))), old_logp_BT=f32(-rng.random((B, T))),
+      teacher_logp_BT=f32(-rng.random((B, T))))
   try:
     loss, _ = objective.loss(objective.prepare(inputs, cfg, jax.random.key(0)), cfg)
   except ValueError:
