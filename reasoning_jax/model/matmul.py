@@ -116,13 +116,32 @@ def _rows_to_cols(a_NK: jax.Array) -> jax.Array:
 _mm.defvjp(_mm_fwd, _mm_bwd)
 
 
+class WeightOp:
+  """A weight that is not a plain array (a base weight with LoRA adapters, a quantized
+  weight): `dense` hands the product to its `apply`, so the forward has one call site
+  per projection whatever the weight holds. Subclasses are pytrees (so scans slice
+  them like arrays) and provide `shape` (the weight's logical `[*in, *out]`) and
+  `astype` (the compute-dtype cast of `params.decode_params`)."""
+
+  shape: tuple[int, ...]
+
+  def apply(self, x: jax.Array, n_in: int, b: jax.Array | None, out_dtype) -> jax.Array:
+    """`dense(x, self, n_in, b, out_dtype=out_dtype)`."""
+    raise NotImplementedError
+
+  def astype(self, dtype) -> "WeightOp":
+    """This weight with its floating-point parts cast to `dtype`."""
+    raise NotImplementedError
+
+
 def dense(x: jax.Array, w: jax.Array, n_in: int = 1, b: jax.Array | None = None, *,
           out_dtype=None) -> jax.Array:
   """Contract the last `n_in` axes of `x` with the first `n_in` axes of `w`.
 
   Args:
     x: activations `[..., *in]` in the compute dtype.
-    w: weights `[*in, *out]` (any dtype: cast to x's dtype for the product).
+    w: weights `[*in, *out]` (any dtype: cast to x's dtype for the product), or a
+      `WeightOp` (adapters, quantized weights) that computes the product itself.
     n_in: how many trailing axes of x (leading axes of w) are contracted.
     b: optional bias `[*out]`, added in float32 before the final cast.
     out_dtype: result dtype (default x's dtype).
@@ -133,6 +152,8 @@ def dense(x: jax.Array, w: jax.Array, n_in: int = 1, b: jax.Array | None = None,
   ins = x.shape[x.ndim - n_in:]
   if w.shape[:n_in] != ins:
     raise ValueError(f"dense: x's contracted axes {ins} do not match w's {w.shape[:n_in]}")
+  if isinstance(w, WeightOp):
+    return w.apply(x, n_in, b, out_dtype)
   # Named for the "dots" remat policy: the custom VJP hides the product's dot from
   # jax's dot-based policies, so the projections are kept by name instead.
   return checkpoint_name(_with_bias(x, w, n_in, False, b, out_dtype), DENSE)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from reasoning_jax.model.cache import store
 from reasoning_jax.model.config import ModelConfig
+from reasoning_jax.model.matmul import WeightOp
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -148,27 +149,34 @@ def init_params(cfg: ModelConfig, key: jax.Array, scale: float = 1.0) -> Params:
   A tied embedding gets std `scale/sqrt(D)` so that the first logits (normalised hidden
   state times the embedding) have about unit scale; an untied one gets std `scale`.
   """
-  specs = param_specs(cfg)
+  def std(spec: ParamSpec) -> float:
+    if spec.axes[:2] == ("vocab", "embed"):
+      return scale / math.sqrt(cfg.d_model) if cfg.tie_embeddings else scale
+    return scale / math.sqrt(spec.fan_in)
+
+  return init_from_specs(param_specs(cfg), key, jnp.dtype(cfg.weight_dtype), std)
+
+
+def init_from_specs(specs, key: jax.Array, dtype, std) -> Any:
+  """Arrays for a tree of `ParamSpec` leaves: zeros, ones, or normal with `std(spec)`.
+
+  Leaf i draws key number rank[i] of the split, ranked by the leaf's name path: the
+  same key then gives the same values whatever order the fields are declared in.
+  """
   paths, treedef = jax.tree_util.tree_flatten_with_path(specs, is_leaf=_is_spec)
   leaves = [spec for _, spec in paths]
-  # Leaf i draws key number rank[i] of the split, ranked by the leaf's name path: the
-  # same key then gives the same weights whatever order the fields are declared in.
   names = [tuple(getattr(k, "name", getattr(k, "key", k)) for k in path)
            for path, _ in paths]
   rank = {n: i for i, n in enumerate(sorted(names))}
   split = jax.random.split(key, len(leaves))
   keys = [split[rank[n]] for n in names]
-  dtype = jnp.dtype(cfg.weight_dtype)
 
   def one(spec: ParamSpec, k):
     if spec.init == "zeros":
       return jnp.zeros(spec.shape, dtype)
     if spec.init == "ones":
       return jnp.ones(spec.shape, dtype)
-    std = scale / math.sqrt(spec.fan_in)
-    if spec.axes[:2] == ("vocab", "embed"):
-      std = scale / math.sqrt(cfg.d_model) if cfg.tie_embeddings else scale
-    return (std * jax.random.normal(k, spec.shape, jnp.float32)).astype(dtype)
+    return (std(spec) * jax.random.normal(k, spec.shape, jnp.float32)).astype(dtype)
 
   return jax.tree.unflatten(treedef, [one(s, k) for s, k in zip(leaves, keys)])
 
@@ -221,5 +229,7 @@ def decode_params(params: Params, cfg: ModelConfig) -> Params:
   unchanged: `forward` on these params computes what it computes on `params` cast to
   the compute dtype.
   """
-  params = jax.tree.map(lambda x: x.astype(cfg.dtype), params)
+  # A `WeightOp` leaf (adapters, quantized weights) casts its own float parts only.
+  params = jax.tree.map(lambda x: x.astype(cfg.dtype), params,
+                        is_leaf=lambda x: isinstance(x, WeightOp))
   return params.replace(layers=jax.tree.map(store, params.layers))
