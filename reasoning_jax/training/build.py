@@ -20,6 +20,7 @@ import optax
 from jax.sharding import Mesh
 
 from reasoning_jax import model as rjm
+from reasoning_jax.model import lora as L
 from reasoning_jax import sampling
 from reasoning_jax import sharding as rjs
 from reasoning_jax.objectives import Objective
@@ -32,10 +33,12 @@ from reasoning_jax.training.compile_cache import enable_compilation_cache
 from reasoning_jax.training.compile_mode import compiler_options
 from reasoning_jax.training.config import Experiment
 from reasoning_jax.training.health import HealthConfig, HealthMonitor
+from reasoning_jax.training.lora import lora_memory, lora_run
 from reasoning_jax.training.memory import (DoesNotFit, check_fits, device_memory,
                                            memory_estimate)
 from reasoning_jax.training.metrics import MetricsWriter
 from reasoning_jax.training.steps import jit_steps, make_optimizer
+from reasoning_jax.training.teacher import load_teacher
 from reasoning_jax.training.validate import validate_experiment
 
 log = logging.getLogger("reasoning_jax")
@@ -89,6 +92,8 @@ class RunParts:
   runner: Any  # a `rewards.RewardRunner` or anything with its score/close
   run_key: jax.Array
   eval_key: jax.Array
+  lora: Any = None  # a `training.lora.LoRARun` when the RL phase trains adapters
+  teacher: Any = None  # a `training.teacher.Teacher` for the distillation objectives
 
 
 def build_data(exp: Experiment, task, codec: Codec) -> RunData:
@@ -149,17 +154,21 @@ def check_sampling(exp: Experiment, layout: str, marker_ids: list[int]) -> None:
 
 
 def build_programs(exp: Experiment, cfg: rjm.ModelConfig, params, p_sh, mesh: Mesh,
-                   txs, objective: Objective, ocfg, options) -> Programs:
+                   txs, objective: Objective, ocfg, options, lora=None) -> Programs:
   """The jitted SFT and RL updates (state in and out in the train layout), the
-  scoring program and the objective's preparation program."""
+  scoring program and the objective's preparation program. With `lora` (a
+  `training.lora.LoRARun`) the RL update's state is the adapters."""
   r, (sft_tx, rl_tx) = exp.rl, txs
+  rl_params, rl_sh = params, p_sh
+  if lora is not None:
+    rl_params, rl_sh = L.abstract_adapters(cfg, lora.lcfg), lora.shardings
   sft_step, _, _ = jit_steps(
       cfg, sft_tx, chunk=r.logprob_chunk, compiler_options=options,
       state_shardings=rjs.state_shardings(sft_tx, params, p_sh, mesh))
   _, rl_step, score = jit_steps(
       cfg, rl_tx, objective, ocfg, r.micro_batches, r.temperature, chunk=r.logprob_chunk,
-      compiler_options=options, state_shardings=rjs.state_shardings(rl_tx, params, p_sh,
-                                                                    mesh))
+      compiler_options=options, combine=lora and lora.combine,
+      state_shardings=rjs.state_shardings(rl_tx, rl_params, rl_sh, mesh))
   # One program for the advantage/baseline preparation: run eagerly, each of its ops
   # would compile a small program of its own.
   prepare = jax.jit(lambda inputs, k: objective.prepare(inputs, ocfg, k),
@@ -209,7 +218,7 @@ def check_lengths(exp: Experiment, cfg, size: Longest) -> None:
 
 
 def _estimate(exp: Experiment, cfg, mesh: Mesh, tx, size: Longest, reference: bool,
-              **change):
+              lora=None, **change):
   """The run's per-device memory estimate (`training.memory`) at its longest RL
   sequences; `change` replaces `remat` / `micro_batches` to try other settings."""
   r = exp.rl
@@ -222,8 +231,11 @@ def _estimate(exp: Experiment, cfg, mesh: Mesh, tx, size: Longest, reference: bo
       cache_len=sampling.bucket(size.prompt) + sampling.bucket(r.max_new_tokens))
   # One device samples with the train params themselves (no rollout-layout copy).
   roll = est.rollout_params if mesh.devices.size > 1 else 0
-  return dataclasses.replace(est, reference=est.params if reference else 0,
-                             rollout_params=roll)
+  est = dataclasses.replace(est, reference=est.params if reference else 0,
+                            rollout_params=roll)
+  if lora is not None:  # adapters as the train state; the base is the reference
+    est = lora_memory(est, lora, tx, change.get("micro_batches", r.micro_batches))
+  return est
 
 
 def _alternatives(exp: Experiment, cfg, estimate) -> list:
@@ -240,13 +252,13 @@ def _alternatives(exp: Experiment, cfg, estimate) -> list:
 
 
 def check_memory(exp: Experiment, cfg, mesh: Mesh, tx, size: Longest,
-                 reference: bool) -> None:
+                 reference: bool, lora=None) -> None:
   """Log the per-device memory estimate and, unless `RunConfig.memory_check` is "off",
   compare its peak with the device's memory (`RunConfig.memory_limit_gib`, default 90%
   of what the device reports): "error" raises `DoesNotFit` naming a setting that fits,
   "warn" logs it. A run that cannot fit stops here, before any compile or step."""
   run = exp.run
-  estimate = functools.partial(_estimate, exp, cfg, mesh, tx, size, reference)
+  estimate = functools.partial(_estimate, exp, cfg, mesh, tx, size, reference, lora)
   est = estimate()
   log.info("per-device memory estimate:\n%s", est.format())
   if run.memory_check == "off":
@@ -270,13 +282,15 @@ def check_memory(exp: Experiment, cfg, mesh: Mesh, tx, size: Longest,
 def _start(exp: Experiment, workdir: str, config_text: str) -> None:
   """Process start-up: multi-host initialize (a no-op unless this is a pod worker or a
   `reasoning-jax launch` child; before anything touches a device), the compilation
-  cache, the run directory and its config.gin (written by process 0 alone)."""
+  cache, the run directory and its config.gin (written by process 0 alone). The run
+  directory may be local or a `gs://` URL (`checkpoint.check_workdir`)."""
+  from reasoning_jax.training.checkpoint import check_workdir
+  path = check_workdir(workdir)  # a bad URL fails before any device is touched
   mh.maybe_initialize(exp.run.distributed)
   enable_compilation_cache(exp.run.compilation_cache)
-  os.makedirs(workdir, exist_ok=True)
+  path.mkdir(parents=True, exist_ok=True)
   if mh.is_primary():
-    with open(os.path.join(workdir, "config.gin"), "w") as f:
-      f.write(config_text)
+    (path / "config.gin").write_text(config_text)
 
 
 def _model_on_mesh(exp: Experiment, codec: Codec, key: jax.Array):
@@ -316,16 +330,19 @@ def build_run(exp: Experiment, workdir: str, config_text: str = "") -> tuple[Run
   check_sampling(exp, layout, data.marker_ids)
   txs = build_optimizers(exp)
   check_batches(exp, mesh)
-  programs = build_programs(exp, cfg, params, p_sh, mesh, txs, objective, ocfg, options)
+  roll = _rollout_layout(cfg, mesh)
+  lora = lora_run(exp.lora, cfg, mesh, roll["rollout_param_shardings"])
+  programs = build_programs(exp, cfg, params, p_sh, mesh, txs, objective, ocfg, options,
+                            lora)
   size = longest(codec, data, layout)
   check_lengths(exp, cfg, size)
   check_memory(exp, cfg, mesh, txs[1], size,
-               S.uses_reference(exp, ocfg) and exp.rl.steps > 0)
+               S.uses_reference(exp, ocfg) and exp.rl.steps > 0, lora)
   parts = RunParts(
       exp=exp, workdir=workdir, task=task, codec=codec, cfg=cfg, mesh=mesh,
       param_shardings=p_sh, compiler_options=options, objective=objective, ocfg=ocfg,
       layout=layout, data=data, sft_tx=txs[0], rl_tx=txs[1], programs=programs,
-      **_rollout_layout(cfg, mesh),
+      **roll, lora=lora, teacher=load_teacher(exp, cfg, mesh, options),
       ckpt=CheckpointManager(workdir, max_to_keep=run.keep_checkpoints),
       writer=MetricsWriter(workdir, progress=None if run.progress else False,
                            total_steps=exp.total_steps),

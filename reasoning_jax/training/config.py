@@ -140,6 +140,11 @@ class RLConfig:
       prompts sampled per step to replace zero-variance groups (`training.refill`);
       -1 (auto) means 3 when the objective filters such groups (DAPO's
       `filter_groups`) and 0 otherwise.
+    teacher: the teacher of the distillation objectives ("distill", "grpo_distill",
+      "garl_distill"): a Hugging Face directory, a `.gguf` file ("smollm2": the
+      packaged one) or a reasoning_jax run directory (its latest checkpoint); its
+      vocabulary must be the student's. It scores each step's rollouts, frozen ("":
+      none; the other objectives take none).
   """
   objective: str = "grpo"
   objective_overrides: tuple = ()
@@ -164,6 +169,7 @@ class RLConfig:
   logprob_chunk: int = 256
   refill_rounds: int = -1
   thinking_budget: int = 0
+  teacher: str = ""
 
 
 @gin.configurable(module="rj")
@@ -240,6 +246,36 @@ class CompileSpec:
 
 @gin.configurable(module="rj")
 @dataclasses.dataclass(frozen=True)
+class LoRASpec:
+  """LoRA / QLoRA adapters for the RL phase (`model.lora`, docs/lora.md).
+
+  With `rank` > 0 the RL phase trains only low-rank adapters on the chosen projections;
+  the base (the SFT warm start, or ModelSpec.checkpoint / the preset's init when there
+  is no SFT) is frozen and shared by the policy, the old policy and the reference
+  (the KL reference is the base alone, so no copy is kept). Checkpoints hold the
+  adapters and their optimizer state; the SFT phase, if any, trains the full model.
+
+  Attributes:
+    rank: the adapters' rank R (0: no adapters, full fine-tuning).
+    alpha: output scale alpha / rank (PEFT's convention).
+    targets: fnmatch patterns over projection names, ours ("wq", "wk", "wv", "wo",
+      "w_gate", "w_up", "w_down") or Hugging Face's ("q_proj", ..., "down_proj").
+    dtype: the adapters' (and their Adam state's) storage dtype.
+    quantize: the frozen base's projections stored as "int8", "int4" or "nf4"
+      (QLoRA; qwix absmax scales), or "none".
+    block_size: inputs per quantization scale along the contracted axis (0: one scale
+      per output channel).
+  """
+  rank: int = 0
+  alpha: float = 16.0
+  targets: tuple = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
+  dtype: str = "float32"
+  quantize: str = "none"
+  block_size: int = 64
+
+
+@gin.configurable(module="rj")
+@dataclasses.dataclass(frozen=True)
 class Experiment:
   """A whole run: model, task, SFT warm start, RL, evaluation and run settings."""
   model: ModelSpec = dataclasses.field(default_factory=ModelSpec)
@@ -249,6 +285,7 @@ class Experiment:
   eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
   run: RunConfig = dataclasses.field(default_factory=RunConfig)
   compile: CompileSpec = dataclasses.field(default_factory=CompileSpec)
+  lora: LoRASpec = dataclasses.field(default_factory=LoRASpec)
 
   @property
   def total_steps(self) -> int:

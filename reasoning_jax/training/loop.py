@@ -31,10 +31,12 @@ from reasoning_jax.training.build import build_run
 from reasoning_jax.training.compile_ahead import compile_ahead
 from reasoning_jax.training.config import Experiment
 from reasoning_jax.training.indices import BatchCallback, index_stream
+from reasoning_jax.training.lora import base_store as lora_base_store
 from reasoning_jax.training.rollout import Rollouts, build_rollouts, summarize
 from reasoning_jax.training.steps import SeqBatch
 
 log = logging.getLogger("reasoning_jax")
+LORA_KEY = 0x10AA  # folded into the eval key: the initial adapters' key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +81,11 @@ class Trainer:
     self.parts, self.params = build_run(exp, workdir, config_text)
     self.opt_state: Any = None
     self.ref_params: Any = None
+    # With adapters (`training.lora`): the frozen base during RL (`params` are then the
+    # adapters), whether the KL reference is that base, and this step's policy params.
+    self.base: Any = None
+    self._ref_is_base = False
+    self._policy_params: Any = None
     r, seed = exp.rl, exp.run.seed
     self.sampling = SamplingSettings(r.temperature, r.top_k, r.top_p)
     self.sft_iter = index_stream(len(self.parts.data.warmup) or 1, exp.sft.batch_size,
@@ -105,10 +112,52 @@ class Trainer:
 
   def _init_opt(self, step: int) -> None:
     p = self.parts
+    if p.lora is not None and self._phase(step) == "rl":
+      self._init_adapters(step)
+      return
     tx = p.sft_tx if self._phase(step) == "sft" else p.rl_tx
     self.opt_state = rjs.init_opt_state(tx, self.params, p.param_shardings, p.mesh)
     if self._phase(step) == "rl" and S.uses_reference(self.exp, p.ocfg):
       self.ref_params = jax.tree.map(jnp.copy, self.params)
+
+  def _init_adapters(self, step: int) -> None:
+    """Enter the RL phase with adapters: freeze the current params as the base (kept
+    in `<workdir>/lora_base` when SFT made them), fresh adapters and their optimizer
+    state; the KL reference, if any, is the base itself."""
+    p, sft_steps = self.parts, self.exp.sft.steps
+    if self.base is None:
+      if sft_steps and step == sft_steps:
+        with lora_base_store(self.workdir) as store:
+          if sft_steps not in store.all_steps():
+            store.save(sft_steps, {"params": self.params})
+      self.base = p.lora.freeze(self.params)
+    self.params = p.lora.init(jax.random.fold_in(p.eval_key, LORA_KEY))
+    self.opt_state = rjs.init_opt_state(p.rl_tx, self.params, p.lora.shardings, p.mesh)
+    self.ref_params = None
+    self._ref_is_base = S.uses_reference(self.exp, p.ocfg)
+
+  def _restore_base(self, last: int) -> None:
+    """On resume into an adapter RL phase: the frozen base from `lora_base` (after
+    SFT) or, without SFT, the start-up params as they are."""
+    sft_steps = self.exp.sft.steps
+    if self.parts.lora is None or self._phase(last) != "rl" or not sft_steps:
+      return
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                           sharding=x.sharding),
+                            {"params": self.params})
+    with lora_base_store(self.workdir) as store:
+      self.params = store.restore(sft_steps, abstract).state["params"]
+
+  def _policy(self):
+    """The params rollouts, old-policy scoring and evaluation use: the params, or
+    with adapters the base + adapters (`LoRARun.policy`: merged once per call)."""
+    if self.base is None:
+      return self.params
+    return self.parts.lora.policy(self.base, self.params)
+
+  def _frozen(self) -> tuple:
+    """The RL update's extra arguments: the frozen base with adapters, else none."""
+    return () if self.base is None else (self.base,)
 
   def save(self, step: int) -> None:
     """Checkpoint the state after `step` steps (async; committed atomically)."""
@@ -127,6 +176,7 @@ class Trainer:
       self.writer.truncate_after(-1)
       return 0
     meta = self.ckpt.restore_meta(last)
+    self._restore_base(last)
     self._init_opt(last)
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                                            sharding=x.sharding),
@@ -170,6 +220,8 @@ class Trainer:
     k_sample, k_prep = jax.random.split(key)
     temp = jnp.float32(self.sampling.temperature)  # traced: a new value does not recompile
     t0 = time.perf_counter()
+    # The step's sampling and old policy with adapters (merged once per step).
+    self._policy_params = self._policy() if self.base is not None else None
     roll, stats, warm, times, refill_m = self._collect(step, k_sample, temp, k_prep)
     t2 = time.perf_counter()
     for th in warm:
@@ -255,7 +307,10 @@ class Trainer:
       budget = sampling.ThinkingBudget(r.thinking_budget, marker)
     # Rollouts run under the rollout layout (heads over tensor, no FSDP gathers per
     # token); the reshard happens on device, once per step.
-    roll_params = (jax.device_put(self.params, p.rollout_param_shardings)
+    # With adapters the merged policy is already in the rollout layout
+    # (`LoRARun.policy`); over a quantized base it samples in the train layout.
+    roll_params = (self._policy_params if self.base is not None else
+                   jax.device_put(self.params, p.rollout_param_shardings)
                    if p.rollout_sharding else self.params)
     out = sampling.generate(
         roll_params, self.cfg, prompts, sharding=p.rollout_sharding, key=k_sample,
@@ -298,7 +353,8 @@ class Trainer:
     for _ in range(r.epochs):
       for j in range(r.minibatches):
         sub = self._minibatch(batch, inputs, slice(j * size, (j + 1) * size))
-        self.params, self.opt_state, m = step_fn(self.params, self.opt_state, sub, temp)
+        self.params, self.opt_state, m = step_fn(self.params, self.opt_state, sub, temp,
+                                                 *self._frozen())
         metrics = {k: float(v) for k, v in m.items()}
     return metrics
 
@@ -316,16 +372,18 @@ class Trainer:
         update_inputs=lambda roll, score=None: self._update_inputs(roll, temp, k_prep,
                                                                    score),
         minibatch=self._minibatch,
-        lower_update=lambda sub: rl_step.lower(self.params, self.opt_state, sub, temp))
+        lower_update=lambda sub: rl_step.lower(self.params, self.opt_state, sub, temp,
+                                               *self._frozen()))
     self._threads += threads
     return threads
 
   def _update_inputs(self, roll: Rollouts, temp, k_prep, score=None
                      ) -> tuple[SeqBatch, Any]:
     """The sharded batch of a step's rollouts and the objective's prepared inputs
-    (old-policy and reference log-probabilities scored where needed, by `score`,
-    default the jitted scoring program)."""
+    (old-policy, reference and teacher log-probabilities scored where needed, by
+    `score`, default the jitted scoring programs)."""
     p, r = self.parts, self.exp.rl
+    teacher_score = score or (p.teacher.score if p.teacher is not None else None)
     score = score or p.programs.score
     inputs = S.objective_inputs(roll, r.group_size)
     batch = rjs.shard_batch(SeqBatch(roll.tokens, roll.positions, inputs,
@@ -334,10 +392,15 @@ class Trainer:
       inputs = batch.inputs  # the global batch; `inputs` held this process's rows
     updates = r.epochs * r.minibatches
     if updates > 1 or p.objective.needs_key:
-      old, _ = score(self.params, batch, temp)
+      old, _ = score(self.params if self.base is None else self._policy_params, batch,
+                     temp)
       inputs = inputs.replace(old_logp_BT=old if updates > 1 else None, logp_BT=old)
-    if self.ref_params is not None:
-      inputs = inputs.replace(ref_logp_BT=score(self.ref_params, batch, temp)[0])
+    ref = self.base if self._ref_is_base else self.ref_params
+    if ref is not None:
+      inputs = inputs.replace(ref_logp_BT=score(ref, batch, temp)[0])
+    if p.teacher is not None:  # frozen like the reference, at the rollouts' temperature
+      inputs = inputs.replace(
+          teacher_logp_BT=teacher_score(p.teacher.params, batch, temp)[0])
     inputs = p.programs.prepare(inputs, k_prep if p.objective.needs_key else None)
     return batch, inputs
 
@@ -351,7 +414,7 @@ class Trainer:
   def evaluate(self) -> dict[str, float]:
     """Held-out evaluation with the current params (see `evaluation.loop`)."""
     p, e, r = self.parts, self.exp.eval, self.exp.rl
-    return evaluate(self.params, self.cfg, p.data.eval[:e.num_prompts], self.codec,
+    return evaluate(self._policy(), self.cfg, p.data.eval[:e.num_prompts], self.codec,
                     self.runner, key=p.eval_key,
                     max_new_tokens=e.max_new_tokens or r.max_new_tokens,
                     samples=e.samples, temperature=e.temperature,

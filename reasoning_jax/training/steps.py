@@ -134,15 +134,20 @@ def _guarded_update(params, opt_state, grads, loss, tx: optax.GradientTransforma
   return keep(new_params, params), keep(new_opt, opt_state), gnorm, finite
 
 
-def rl_update(params, opt_state, batch: SeqBatch, temperature=None, *,
+def rl_update(params, opt_state, batch: SeqBatch, temperature=None, frozen=None, *,
               cfg: rjm.ModelConfig, objective: Objective, objective_cfg: Any,
               tx: optax.GradientTransformation, micro_batches: int = 1,
-              default_temperature: float = 1.0, chunk: int = 256, batch_shards: int = 1):
+              default_temperature: float = 1.0, chunk: int = 256, batch_shards: int = 1,
+              combine=None):
   """One optimizer update of `objective` on `batch` (exact micro-batch accumulation).
 
   `temperature` (the rollouts' sampling temperature, which the policy log-probs
   refer to) is a traced scalar, so a run that changes it between steps does not
   recompile; None uses `default_temperature`.
+
+  With adapters (`training.lora`), `params` are the trained adapters, `frozen` the
+  frozen base and `combine(frozen, params)` the policy's params: only the adapters
+  get gradients and optimizer updates.
 
   Returns:
     (params, opt_state, metrics): metrics hold the loss, the objective's metrics,
@@ -153,6 +158,7 @@ def rl_update(params, opt_state, batch: SeqBatch, temperature=None, *,
   temperature = default_temperature if temperature is None else temperature
 
   def fn(p, mb: SeqBatch):
+    p = p if combine is None else combine(frozen, p)
     logp, ent = rjm.token_logprobs(p, cfg, mb.tokens_BT, mb.positions_BT, chunk=chunk,
                                    temperature=temperature)
     w, mets = objective.loss_terms(mb.inputs.replace(logp_BT=logp, entropy_BT=ent),
@@ -201,7 +207,8 @@ def sft_update(params, opt_state, tokens_BT, positions_BT, mask_BT, *,
 
 def jit_steps(cfg: rjm.ModelConfig, tx: optax.GradientTransformation, objective=None,
               objective_cfg=None, micro_batches: int = 1, temperature: float = 1.0, *,
-              state_shardings=None, chunk: int = 256, compiler_options=None):
+              state_shardings=None, chunk: int = 256, compiler_options=None,
+              combine=None):
   """The run's jitted (sft_update, rl_update, score), params/opt state donated.
 
   Args:
@@ -212,6 +219,8 @@ def jit_steps(cfg: rjm.ModelConfig, tx: optax.GradientTransformation, objective=
     chunk: positions per logits chunk in `model.token_logprobs` (memory vs speed).
     compiler_options: optional XLA options for all three programs
       (`training.compile_mode`); None compiles with XLA's defaults.
+    combine: with adapters, `(frozen base, adapters) -> params` (`training.lora`);
+      the RL update then takes the base as its `frozen` argument (not donated).
   """
   # No out_shardings at all (not None) unless asked: the unsharded path is today's.
   out = {"compiler_options": compiler_options}
@@ -229,7 +238,8 @@ def jit_steps(cfg: rjm.ModelConfig, tx: optax.GradientTransformation, objective=
     rl = jax.jit(functools.partial(rl_update, cfg=cfg, objective=objective,
                                    objective_cfg=objective_cfg, tx=tx,
                                    micro_batches=micro_batches, batch_shards=shards,
-                                   default_temperature=temperature, chunk=chunk),
+                                   default_temperature=temperature, chunk=chunk,
+                                   combine=combine),
                  donate_argnums=(0, 1), **out)
   sc = jax.jit(functools.partial(score, cfg=cfg, default_temperature=temperature,
                                  chunk=chunk), compiler_options=compiler_options)
