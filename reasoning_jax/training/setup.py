@@ -17,7 +17,7 @@ from reasoning_jax.training.compile_mode import compiler_options
 from reasoning_jax.training.config import Experiment
 
 # Objectives whose rollouts are rationales with a teacher-forced gold answer.
-TSALLIS_LAYOUT = ("garl", "paft")
+TSALLIS_LAYOUT = ("garl", "paft", "garl_distill")
 
 
 def build_task(exp: Experiment):

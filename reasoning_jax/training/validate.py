@@ -427,6 +427,17 @@ def _thinking_budget(v, exp: Experiment) -> str | None:
   return None
 
 
+def _teacher(v, exp: Experiment) -> str | None:
+  obj = _objective(exp)  # (the path itself is checked where it is opened)
+  if obj is None or ("teacher_logp_BT" in obj.needs) == bool(v):
+    return None
+  if not v:
+    return (f"RLConfig.objective = {exp.rl.objective!r} distils from a teacher: set it to "
+            "a Hugging Face directory, a .gguf file or a reasoning_jax run directory")
+  return (f"has no effect with RLConfig.objective = {exp.rl.objective!r}; only the "
+          "distillation objectives score with a teacher: unset it")
+
+
 RL_RULES = {
     "objective": one_of(sorted(OBJECTIVES), " (reasoning_jax.objectives.OBJECTIVES)"),
     "objective_overrides": _rule(_objective_overrides),
@@ -452,6 +463,7 @@ RL_RULES = {
     "logprob_chunk": at_least(1, " (positions per logits chunk)"),
     "refill_rounds": at_least(-1, " (-1: auto)"),
     "thinking_budget": _rule(_thinking_budget),
+    "teacher": _rule(_teacher),
 }
 
 
