@@ -108,9 +108,13 @@ def _from_run(path, exp: C.Experiment):
       raise FileNotFoundError(f"RLConfig.teacher {str(path)!r}: no committed checkpoint "
                               "in checkpoints/; train it first")
     # Only the params: the run's optimizer state (and reference) are not read.
-    state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
-        partial_restore=True)))["state"]
+    try:
+      state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+          abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+          partial_restore=True)))["state"]
+    except ValueError as e:
+      raise ValueError(f"RLConfig.teacher {str(path)!r}: checkpoint step {step} does not "
+                       f"match the model its config.gin describes ({e})") from None
   finally:
     mngr.close()
   return cfg, state["params"]
