@@ -130,6 +130,14 @@ class RLConfig:
     reference: keep a frozen copy of the starting policy for KL terms ("auto": when
       the objective's KL coefficient is non-zero).
     train_forced_tokens: include budget-forced tokens in the loss mask.
+    tools: tools a rollout may call ("calculator", "python"): each rollout is then a
+      multi-turn episode (`training.episodes`, docs/tools.md) within `max_new_tokens`
+      (model and observation tokens together); observations are never trained.
+    max_turns: model turns per episode (at most max_turns - 1 tool calls).
+    episode_slots: rows decoded at once (0: every episode); fewer slots refill a
+      finished row with the next episode every `episode_chunk` decode steps (K).
+    drop_void_turns: SimpleTIR's filter: episodes with a turn that wrote neither a
+      parsable tool call nor a final answer are masked out of the loss.
     logprob_chunk: positions per logits chunk when scoring (peak memory ~ rows x
       chunk x vocab instead of rows x tokens x vocab; `benchmarks/memory.py`).
     thinking_budget: GRPO-family rollouts (completion layout): thinking tokens
@@ -166,6 +174,11 @@ class RLConfig:
   micro_batches: int = 1
   reference: str = "auto"
   train_forced_tokens: bool = True
+  tools: tuple = ()
+  max_turns: int = 4
+  episode_slots: int = 0
+  episode_chunk: int = 0
+  drop_void_turns: bool = False
   logprob_chunk: int = 256
   refill_rounds: int = -1
   thinking_budget: int = 0

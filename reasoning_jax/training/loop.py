@@ -24,6 +24,7 @@ import numpy as np
 from reasoning_jax import sampling
 from reasoning_jax import sharding as rjs
 from reasoning_jax.evaluation.loop import evaluate
+from reasoning_jax.training import episodes as tool_episodes
 from reasoning_jax.training import multihost as mh
 from reasoning_jax.training import refill
 from reasoning_jax.training import setup as S
@@ -285,6 +286,8 @@ class Trainer:
     """Sample the step's rollouts (starting the compile-ahead threads first); returns
     (prompt ids, gold answer ids or None, sampler output, (prompt, answer) column
     widths, the compile-ahead threads)."""
+    if self.exp.rl.tools:  # multi-turn episodes with tool calls (`training.episodes`)
+      return tool_episodes.sample(self, exs, k_sample, temp, k_prep)
     p, r, knobs = self.parts, self.exp.rl, self.sampling
     prompts = [p.codec.prompt_ids(e.prompt) for e in exs]
     self.last_prompts = prompts
@@ -324,6 +327,8 @@ class Trainer:
   def _score(self, exs, prompts, answers, out, buckets) -> Rollouts:
     """Lay this process's samples out for the update and score them."""
     p, r = self.parts, self.exp.rl
+    if isinstance(out, tool_episodes.ToolSample):
+      return tool_episodes.score(self, exs, prompts, out, buckets)
     return build_rollouts(exs, prompts, out, p.codec, p.runner, group=r.group_size,
                           layout=p.layout, marker_ids=p.data.marker_ids,
                           answer_ids=answers, train_forced=r.train_forced_tokens,
@@ -414,6 +419,8 @@ class Trainer:
   def evaluate(self) -> dict[str, float]:
     """Held-out evaluation with the current params (see `evaluation.loop`)."""
     p, e, r = self.parts, self.exp.eval, self.exp.rl
+    if r.tools:
+      return tool_episodes.evaluate(self)
     return evaluate(self._policy(), self.cfg, p.data.eval[:e.num_prompts], self.codec,
                     self.runner, key=p.eval_key,
                     max_new_tokens=e.max_new_tokens or r.max_new_tokens,

@@ -12,12 +12,13 @@ Two layouts:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from reasoning_jax.rewards import RewardRunner, score_examples
 from reasoning_jax.sampling import LENGTH, SampleOutput, bucket
+from reasoning_jax.sampling import episodes as sep
 
 LAYOUTS = ("completion", "tsallis")
 
@@ -58,6 +59,10 @@ def summarize(row_stats: dict[str, np.ndarray], counts: dict[str, float], group:
     metrics["reward/zero_variance_groups"] = float(np.mean(g.std(axis=1) == 0))
   if "rationale_correct" in row_stats:
     metrics["rollout/rationale_correct"] = float(np.mean(row_stats["rationale_correct"]))
+  for key, name in (("tool_calls", "tools/calls_per_episode"),
+                    ("turns", "episode/turns_mean"), ("void", "episode/void_frac")):
+    if key in row_stats:
+      metrics[name] = float(np.mean(row_stats[key]))
   return metrics
 
 
@@ -143,6 +148,66 @@ def build_rollouts(examples: Sequence[Any], prompt_ids: Sequence[Sequence[int]],
   if layout == "tsallis":
     stats["rationale_correct"] = np.asarray(
         [bool(examples[r // group].rationale_correct(texts[r])) for r in range(R)])
+  tokens, positions, mask, rat, ans, samp = rows
+  return Rollouts(tokens, positions, mask, rat, ans, samp, rewards, texts,
+                  summarize(stats, counts, group), stats, counts)
+
+
+def final_turn_text(codec, tokens: np.ndarray, model_mask: np.ndarray, length: int) -> str:
+  """The text of an episode's last model turn: its tokens after the last observation
+  (the verifier reads the final answer there, never a tool's output)."""
+  length = int(length)
+  obs = np.flatnonzero(~np.asarray(model_mask[:length], bool))
+  start = int(obs[-1]) + 1 if len(obs) else 0
+  return codec.decode(np.asarray(tokens[start:length]).tolist())
+
+
+def build_episode_rollouts(examples: Sequence[Any], prompt_ids: Sequence[Sequence[int]],
+                           eps: sep.Episodes, codec, runner: RewardRunner | None, *,
+                           group: int, prompt_bucket: int | None = None,
+                           calls: np.ndarray | None = None,
+                           tool_counts: dict[str, float] | None = None,
+                           void: Callable[[list[str]], np.ndarray] | None = None,
+                           drop_void: bool = False) -> Rollouts:
+  """Lay multi-turn episodes (`sampling.run_episodes`) out for the update and score
+  them: rows `[left-padded prompt | episode tokens | padding]`, the loss mask the
+  episode's `model_mask` (observation tokens are never trained and carry sampler
+  log-prob 0), the reward the verifier on the final turn plus the turns' rewards.
+
+  Args:
+    calls: [E] tool calls run per episode (for `tools/calls_per_episode`).
+    tool_counts: the environment's `ToolCounts.metrics()` (summed like outcome counts).
+    void: texts of the final turns -> [E] bool, episodes with a void turn
+      (`training.episodes.void_episodes`); `drop_void` masks them out of the loss.
+  """
+  P = prompt_bucket or bucket(max(len(p) for p in prompt_ids))
+  E = len(eps.lengths)
+  texts = [final_turn_text(codec, eps.tokens[e], eps.model_mask[e], eps.lengths[e])
+           for e in range(E)]
+  stats: dict[str, np.ndarray] = {
+      "length": eps.lengths, "truncated": eps.finish_reason == sep.LENGTH,
+      "forced": np.zeros(E, bool), "turns": eps.turns}
+  trained = eps.model_mask
+  if void is not None:
+    stats["void"] = np.asarray(void(texts), bool)
+    if drop_void:
+      trained = trained & ~stats["void"][:, None]
+  if calls is not None:
+    stats["tool_calls"] = np.asarray(calls)
+  # `_lay_out` trains the unforced tokens: here the model's own, kept ones.
+  rows = _lay_out(prompt_ids, eps.tokens, eps.lengths, eps.logprobs, ~trained,
+                  codec.pad_id, group=group, P=P, A=0, answer_ids=None,
+                  train_forced=False)
+  rewards = np.zeros(E, np.float32)
+  counts: dict[str, float] = dict(tool_counts or {})
+  for i, name in enumerate(sep.EPISODE_REASONS):
+    counts[f"episode/finish_{name}"] = float(np.sum(eps.finish_reason == i))
+  if runner is not None:
+    rep = [examples[e // group] for e in range(E)]
+    rewards, scored = score_examples(rep, texts, eps.lengths, runner)
+    counts.update(scored)
+    rewards = rewards + eps.turn_rewards.sum(axis=1).astype(np.float32)
+    stats["reward"] = rewards
   tokens, positions, mask, rat, ans, samp = rows
   return Rollouts(tokens, positions, mask, rat, ans, samp, rewards, texts,
                   summarize(stats, counts, group), stats, counts)

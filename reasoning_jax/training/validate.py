@@ -31,6 +31,7 @@ from reasoning_jax.rewards.spec import parse_reward_spec
 from reasoning_jax.training.chips import parse_topology
 from reasoning_jax.training.compile_mode import COMPILE_MODES
 from reasoning_jax.training.config import Experiment
+from reasoning_jax.training.episodes import TOOL_CHECKS
 from reasoning_jax.training.setup import CHAT_TEMPLATE_MODES, TSALLIS_LAYOUT
 
 
@@ -464,6 +465,7 @@ RL_RULES = {
     "refill_rounds": at_least(-1, " (-1: auto)"),
     "thinking_budget": _rule(_thinking_budget),
     "teacher": _rule(_teacher),
+    **{name: _rule(check) for name, check in TOOL_CHECKS.items()},
 }
 
 

@@ -16,12 +16,14 @@ from reasoning_jax.data.tasks.base import (COLD_START_KINDS, ColdStart, Example,
 from reasoning_jax.data.tasks.countdown import CountdownTask
 from reasoning_jax.data.tasks.dataset import DatasetExample, DatasetTask
 from reasoning_jax.data.tasks.vocab import CharVocab
+from reasoning_jax.data.tasks.tool_word_problems import ToolWordProblemTask
 from reasoning_jax.data.tasks.word_problems import WordProblemTask
 
 TASKS: dict[str, type[Task]] = {
     "arithmetic": ArithmeticTask,
     "countdown": CountdownTask,
     "word_problems": WordProblemTask,
+    "tool_word_problems": ToolWordProblemTask,
 }
 
 
