@@ -123,7 +123,7 @@ def cmd_sample(a) -> int:
   t = _build(Trainer, exp, a.workdir, text)
   try:
     t.resume()
-    out = sampling.generate(t.params, t.cfg, [t.codec.prompt_ids(a.prompt)],
+    out = sampling.generate(t.policy_params(), t.cfg, [t.codec.prompt_ids(a.prompt)],
                             key=jax.random.key(a.seed), max_new_tokens=a.max_new_tokens,
                             num_samples=a.num_samples, temperature=a.temperature,
                             compiler_options=t.compiler_options,
@@ -153,6 +153,13 @@ def cmd_convert(a) -> int:
     try:
       step = t.resume()
       cfg, params, tok = t.cfg, t.params, t.codec.inner
+      if t.base is not None:  # LoRA: merged into the base, or the base + a PEFT adapter
+        from reasoning_jax.training import lora as TL
+        lcfg = t.parts.lora.lcfg
+        params = TL.export_params(t.base, t.params, lcfg, merged=not a.peft)
+        if a.peft:
+          TL.save_peft_adapter(t.params, cfg, lcfg, a.peft, os.path.abspath(a.out))
+          print(f"wrote the PEFT adapter to {a.peft} (base model: {a.out})")
     finally:
       t.ckpt.close()
       t.runner.close()
@@ -267,6 +274,8 @@ def _main(argv: list[str]) -> int:
   c.add_argument("--hf")
   c.add_argument("--out", required=True)
   c.add_argument("--dtype", default="float32")
+  c.add_argument("--peft", help="a LoRA run: write the base to --out and the adapters "
+                 "as a PEFT adapter directory here (default: merge them into --out)")
   pl = sub.add_parser("plot", help="write a run's PNG plots from its metrics.jsonl")
   pl.add_argument("--workdir", required=True)
   co = sub.add_parser("compile", help="compile an experiment's programs for a TPU "

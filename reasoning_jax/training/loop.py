@@ -149,7 +149,7 @@ class Trainer:
     with lora_base_store(self.workdir) as store:
       self.params = store.restore(sft_steps, abstract).state["params"]
 
-  def _policy(self):
+  def policy_params(self):
     """The params rollouts, old-policy scoring and evaluation use: the params, or
     with adapters the base + adapters (`LoRARun.policy`: merged once per call)."""
     if self.base is None:
@@ -222,7 +222,7 @@ class Trainer:
     temp = jnp.float32(self.sampling.temperature)  # traced: a new value does not recompile
     t0 = time.perf_counter()
     # The step's sampling and old policy with adapters (merged once per step).
-    self._policy_params = self._policy() if self.base is not None else None
+    self._policy_params = self.policy_params() if self.base is not None else None
     roll, stats, warm, times, refill_m = self._collect(step, k_sample, temp, k_prep)
     t2 = time.perf_counter()
     for th in warm:
@@ -421,7 +421,7 @@ class Trainer:
     p, e, r = self.parts, self.exp.eval, self.exp.rl
     if r.tools:
       return tool_episodes.evaluate(self)
-    return evaluate(self._policy(), self.cfg, p.data.eval[:e.num_prompts], self.codec,
+    return evaluate(self.policy_params(), self.cfg, p.data.eval[:e.num_prompts], self.codec,
                     self.runner, key=p.eval_key,
                     max_new_tokens=e.max_new_tokens or r.max_new_tokens,
                     samples=e.samples, temperature=e.temperature,

@@ -9,8 +9,8 @@ The same base array serves the policy (base + adapters), the old policy and the 
 reference (the base alone), so no reference copy exists.
 
 Rollouts, old-policy scoring and evaluation use `LoRARun.policy`: the adapters merged
-into the base once per RL step (a plain `Params`, as fast to decode as the base; see
-docs/decisions/0021-lora-adapters-at-the-dense-seam.md for the measurement), except
+into the base once per RL step (a plain `Params`, decoded by the base's programs;
+docs/decisions/0021-lora-adapters-at-the-dense-seam.md), except
 over a quantized base, whose point is never to hold the full weights: there the
 sampler runs base + adapters unmerged.
 """
@@ -23,6 +23,7 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh
@@ -140,10 +141,25 @@ def lora_memory(est: MemoryEstimate, run: LoRARun, tx: optax.GradientTransformat
 
 
 def _unsharded_bytes(tree) -> int:
-  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+  """Bytes of a tree, 4-bit integers counted as half a byte (numpy's itemsize says 1)."""
+  def bits(d):
+    return jnp.iinfo(d).bits if jnp.issubdtype(d, jnp.integer) else 8 * d.itemsize
+  return sum(x.size * bits(x.dtype) // 8 for x in jax.tree.leaves(tree))
 
 
 # ------------------------------------------------------------------------ exports
+
+def export_params(base: rjm.Params, adapters: L.Adapters, lcfg: L.LoRAConfig,
+                  merged: bool = True) -> rjm.Params:
+  """Plain params for a Hugging Face export: the adapters merged into the base, or
+  (`merged` False, for a PEFT adapter beside it) the base alone; a quantized base is
+  dequantized, in the adapters' dtype."""
+  if merged:
+    return L.merge(base, adapters, lcfg)
+  layers = {n: Q.dequantized(getattr(base.layers, n)).astype(lcfg.dtype)
+            for n in adapters.present()}
+  return base.replace(layers=dataclasses.replace(base.layers, **layers))
+
 
 def save_peft_adapter(adapters: L.Adapters, cfg: rjm.ModelConfig, lcfg: L.LoRAConfig,
                       out: str, base_model: str = "") -> None:
