@@ -21,7 +21,8 @@ from tests.training.test_loop import CoinRunner
 TINY = (("d_model", 32), ("n_layers", 1), ("n_heads", 2), ("n_kv_heads", 1),
         ("head_dim", 16), ("ffw_dim", 64), ("max_seq_len", 256))
 # The GRPO family over an episode's own tokens (GARL/PAFT refuse tools).
-FAMILY = ("grpo", "dr_grpo", "dapo", "gspo", "cispo", "gppo", "rloo", "reinforce_pp")
+FAMILY = ("grpo", "dr_grpo", "dapo", "gspo", "cispo", "gppo", "rloo", "reinforce_pp",
+          "garl_binary", "paft_binary")
 
 
 def tool_exp(objective="grpo", **rl):
@@ -91,7 +92,7 @@ def test_trainer_batch_masks_observations_from_every_loss(trainer):
   for name in FAMILY:
     obj = get_objective(name)
     x = obj.prepare(inputs.replace(rewards_B=jnp.asarray([1.0, 0.0, 0.0, 1.0])),
-                    obj.config(), None)
+                    obj.config(), jax.random.key(3) if obj.needs_key else None)
     g = np.asarray(jax.grad(lambda lp: obj.loss(x.replace(logp_BT=lp))[0])(logp))
     assert (g[obs_BT] == 0).all(), name
     assert np.abs(g[roll.mask > 0]).max() > 0, name
