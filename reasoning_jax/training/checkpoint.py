@@ -13,6 +13,11 @@ leaves the previous step intact and the partial one invisible (tests kill a chil
 SIGKILL during a save to prove it). Leftover tmp directories are removed when the next
 manager opens the directory.
 
+The run directory may be local or a `gs://` URL (`training.paths`): orbax writes arrays
+to `gs://` with tensorstore's own GCS driver and everything else through `etils.epath`.
+orbax-checkpoint writes arrays only to local paths and `gs://`; any other URL scheme
+(`s3://`, ...) is refused here with the fix (mount the bucket and pass the mount path).
+
 Typed PRNG keys (`jax.random.key(...)`) are stored as `jax.random.key_data` and turned
 back into typed keys on restore when the abstract leaf is a key (or when no abstract
 state is given), so a train state may hold either form.
@@ -27,7 +32,12 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from reasoning_jax.training.paths import run_path, scheme
+
 _FORMAT = 1
+#: URL schemes orbax-checkpoint can write arrays to (tensorstore's `gcs` kvstore); any
+#: other URL fails deep inside orbax ("Checkpoint path should be absolute").
+_ARRAY_SCHEMES = ("gs",)
 
 
 class Restored(NamedTuple):
@@ -71,6 +81,22 @@ def _key_data_abstract(leaf: jax.ShapeDtypeStruct) -> jax.ShapeDtypeStruct:
   return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=sharding)
 
 
+def check_workdir(workdir: str | os.PathLike):
+  """`workdir` as an `epath.Path` (`paths.run_path`) if checkpoints can be written there.
+
+  Raises:
+    ValueError: for a URL scheme other than `gs://` (orbax-checkpoint's tensorstore
+      path writes arrays to local paths and GCS only), naming the fix.
+  """
+  s = scheme(workdir)
+  if s is not None and s not in _ARRAY_SCHEMES:
+    raise ValueError(
+        f"workdir {os.fspath(workdir)!r}: orbax-checkpoint writes arrays only to local "
+        f"paths and gs:// URLs, not {s}://; mount the bucket (e.g. mountpoint-s3, "
+        "blobfuse2) and pass the mount path as the workdir")
+  return run_path(workdir)
+
+
 class CheckpointManager:
   """Saves and restores train states under `<workdir>/checkpoints/<step>/`.
 
@@ -87,7 +113,8 @@ class CheckpointManager:
     """Opens (and, unless `read_only`, creates) `<workdir>/checkpoints`.
 
     Args:
-      workdir: the run directory W; checkpoints go to `W/checkpoints`.
+      workdir: the run directory W (local or `gs://`); checkpoints go to
+        `W/checkpoints`.
       max_to_keep: number of most recent steps kept on disk (None keeps all).
       save_interval_steps: `save` skips steps not divisible by this (unless forced).
       async_save: write in a background thread (orbax async checkpointing).
@@ -97,7 +124,8 @@ class CheckpointManager:
       raise ValueError(f"max_to_keep must be >= 1 or None, got {max_to_keep}")
     if save_interval_steps < 1:
       raise ValueError(f"save_interval_steps must be >= 1, got {save_interval_steps}")
-    self.directory = os.path.abspath(os.path.join(os.fspath(workdir), "checkpoints"))
+    self.path = check_workdir(workdir) / "checkpoints"
+    self.directory = os.fspath(self.path)
     options = ocp.CheckpointManagerOptions(
         # read_only forces these to None/0 (orbax warns when it has to override them).
         max_to_keep=None if read_only else max_to_keep,
@@ -106,7 +134,7 @@ class CheckpointManager:
         read_only=read_only, cleanup_tmp_directories=not read_only)
     # Handlers given up front (not just item names) so restoring one item, e.g. only
     # `meta`, does not log a warning about the others.
-    self._mngr = ocp.CheckpointManager(self.directory, options=options, item_handlers={
+    self._mngr = ocp.CheckpointManager(self.path, options=options, item_handlers={
         "state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler(),
         "info": ocp.JsonCheckpointHandler()})
 
@@ -165,7 +193,7 @@ class CheckpointManager:
     if not steps:
       raise FileNotFoundError(
           f"no checkpoint found in {self.directory} (the directory is "
-          f"{'empty' if os.path.isdir(self.directory) else 'missing'}); check the run "
+          f"{'empty' if self.path.is_dir() else 'missing'}); check the run "
           "directory, or start from scratch without restoring")
     if step is None:
       return steps[-1]

@@ -3,16 +3,20 @@
 A metric `reward/mean` belongs to group `reward`, `eval/pass@1` to `eval`, and a name
 without a slash (`loss`) is its own group. Figures are drawn with matplotlib's
 object API on an Agg canvas, never through pyplot, so plotting from a training loop or
-a notebook neither switches the user's backend nor leaks global figures.
+a notebook neither switches the user's backend nor leaks global figures. Paths may be
+local or URLs (`gs://`, ...): files are read and written through `etils.epath`.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
 import os
 import re
 from collections.abc import Iterable
+
+from reasoning_jax.training.paths import run_path
 
 _RESERVED = ("step", "time")
 _NONFINITE = {"inf": math.inf, "-inf": -math.inf}
@@ -32,12 +36,12 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
   A malformed line (e.g. the last one, cut short by a crash) is skipped with a warning
   naming file and line, since plots of a dead run are exactly when they matter.
   """
-  path = os.fspath(path)
-  if not os.path.exists(path):
+  path = run_path(path, what="metrics file")
+  if not path.exists():
     raise FileNotFoundError(f"metrics file {path} does not exist; pass the run's "
                             "W/metrics.jsonl")
   rows = []
-  with open(path, encoding="utf-8") as f:
+  with path.open("r") as f:
     for n, line in enumerate(f, 1):
       if not line.strip():
         continue
@@ -96,7 +100,8 @@ def plot_from_jsonl(jsonl_path: str | os.PathLike, out_dir: str | os.PathLike, *
   if groups is not None:
     wanted = set(groups)
     by_group = {g: v for g, v in by_group.items() if g in wanted}
-  os.makedirs(out_dir, exist_ok=True)
+  out = run_path(out_dir, what="plots directory")
+  out.mkdir(parents=True, exist_ok=True)
   paths = []
   for group, names in by_group.items():
     for part in range(0, len(names), max_panels):
@@ -115,7 +120,9 @@ def plot_from_jsonl(jsonl_path: str | os.PathLike, out_dir: str | os.PathLike, *
         ax.tick_params(labelsize=7)
       fig.suptitle(group)
       suffix = "" if part == 0 else f"_{part // max_panels + 1}"
-      path = os.path.join(os.fspath(out_dir), f"{_safe(group)}{suffix}.png")
-      fig.savefig(path, dpi=90)
-      paths.append(path)
+      path = out / f"{_safe(group)}{suffix}.png"
+      png = io.BytesIO()  # one write: an object store cannot seek or append
+      fig.savefig(png, format="png", dpi=90)
+      path.write_bytes(png.getvalue())
+      paths.append(os.fspath(path))
   return paths
