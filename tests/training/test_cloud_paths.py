@@ -163,3 +163,23 @@ def test_unsupported_schemes_are_named(tmp_path):
     CheckpointManager("s3://bucket/run")
   with pytest.raises(ValueError, match=r"unsupported URL scheme 'memory://'"):
     MetricsWriter("memory://run", is_primary=True)
+
+
+def test_cli_reads_config_and_writes_plots_at_a_url(gcs, capsys):
+  """The CLI's run-directory files at a URL: config.gin through gin's file-reader hook,
+  `plot` reading metrics.jsonl and writing PNGs in the bucket."""
+  import gin
+  from etils import epath
+  from reasoning_jax import cli
+  workdir = f"{gcs}/runs/cli"
+  epath.Path(f"{workdir}/config.gin").write_text("RLConfig.steps = 7\n")
+  try:
+    exp, _ = cli._parse_gin([f"{workdir}/config.gin"], [])
+  finally:
+    gin.clear_config()
+  assert exp.rl.steps == 7
+  with MetricsWriter(workdir, is_primary=True, tensorboard=False, progress=False) as w:
+    w.write(1, {"loss/total": 2.0})
+  assert cli.main(["plot", "--workdir", workdir]) == 0
+  assert capsys.readouterr().out.split() == [f"{workdir}/plots/loss.png"]
+  assert "plots/loss.png" in _objects(workdir)
