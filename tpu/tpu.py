@@ -111,19 +111,20 @@ def venv_script() -> str:
 
 def install_cmds(a) -> list[list[str]]:
   """Copy the package to every worker (from git or this checkout) and pip-install it
-  with jax's TPU wheels into a Python >= requires-python environment (VENV)."""
+  with jax's TPU wheels and the `gcs` extra (a `gs://` --workdir) into a Python >=
+  requires-python environment (VENV)."""
   pip = (f"{venv_script()} && {PYTHON} -m pip install -U pip && "
          f"{PYTHON} -m pip install -U 'jax[tpu]'")
   if a.git:
     src = f"git+{a.git}@{a.ref}" if a.ref else f"git+{a.git}"
-    return [_ssh(a, f"{pip} && {PYTHON} -m pip install '{src}'")]
+    return [_ssh(a, f"{pip} && {PYTHON} -m pip install 'reasoning_jax[gcs] @ {src}'")]
   tarball = "/tmp/reasoning_jax_src.tar.gz"
   return [["git", "-C", ROOT, "archive", "--format=tar.gz", f"--output={tarball}", "HEAD"],
           ["gcloud", "compute", "tpus", "tpu-vm", "scp", tarball,
            f"{a.name}:~/reasoning_jax_src.tar.gz"] + _common(a) + ["--worker=all"],
           _ssh(a, f"rm -rf ~/{REMOTE_DIR} && mkdir -p ~/{REMOTE_DIR} && "
                   f"tar -xzf ~/reasoning_jax_src.tar.gz -C ~/{REMOTE_DIR} && {pip} && "
-                  f"{PYTHON} -m pip install -e ~/{REMOTE_DIR}")]
+                  f"{PYTHON} -m pip install -e ~/{REMOTE_DIR}'[gcs]'")]
 
 
 def compile_check_cmd(a) -> list[str]:

@@ -8,12 +8,16 @@ would turn `gs://b/x` into `<cwd>/gs:/b/x`). URLs go through fsspec: `gs://` nee
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 
 from etils import epath
 
-#: URL schemes epath serves (through fsspec); anything else with `://` is refused.
-SCHEMES = ("gs", "s3", "az", "hf")
+#: URL schemes epath serves through fsspec, with the package each needs and how to get
+#: it; anything else with `://` is refused.
+SCHEMES = {"gs": ("gcsfs", "pip install 'reasoning_jax[gcs]'"),
+           "s3": ("s3fs", "pip install s3fs"), "az": ("adlfs", "pip install adlfs"),
+           "hf": ("huggingface_hub", "pip install huggingface_hub")}
 
 
 def scheme(path: str | os.PathLike) -> str | None:
@@ -27,6 +31,7 @@ def run_path(path: str | os.PathLike, *, what: str = "workdir") -> epath.Path:
 
   Raises:
     ValueError: for a URL scheme epath cannot serve (the message names `what`).
+    ImportError: when the scheme's fsspec package is not installed (with the fix).
   """
   s = scheme(path)
   if s is None:
@@ -34,4 +39,8 @@ def run_path(path: str | os.PathLike, *, what: str = "workdir") -> epath.Path:
   if s not in SCHEMES:
     raise ValueError(f"{what} {os.fspath(path)!r}: unsupported URL scheme '{s}://'; use a "
                      f"local directory or one of {', '.join(x + '://' for x in SCHEMES)}")
+  package, fix = SCHEMES[s]
+  if importlib.util.find_spec(package) is None:
+    raise ImportError(f"{what} {os.fspath(path)!r}: {s}:// paths need the {package} "
+                      f"package; {fix}")
   return epath.Path(os.fspath(path))

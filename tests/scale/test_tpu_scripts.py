@@ -101,7 +101,7 @@ def test_install_from_git_and_project_flag():
                  "--git", "https://example.com/r.git", "--ref", "v1"])
   assert "--project=p" in ssh and "--worker=all" in ssh
   assert any("~/reasoning_jax_venv/bin/python -m pip install "
-             "'git+https://example.com/r.git@v1'" in x for x in ssh)
+             "'reasoning_jax[gcs] @ git+https://example.com/r.git@v1'" in x for x in ssh)
 
 
 def test_unknown_accelerator_is_a_clear_error():

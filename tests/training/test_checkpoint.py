@@ -132,6 +132,20 @@ def test_missing_and_empty_directories_name_the_path(tmp_path):
       ckpt.restore(5)
 
 
+def test_relative_and_home_workdirs_resolve_to_absolute_paths(tmp_path, monkeypatch):
+  """orbax refuses relative paths; a relative or `~` workdir is made absolute, never
+  taken for a URL."""
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  with CheckpointManager("runs/rel", async_save=False) as ckpt:
+    assert ckpt.directory == f"{tmp_path}/runs/rel/checkpoints"
+    ckpt.save(1, {"x": jnp.arange(3.0)})
+  with CheckpointManager("~/run", async_save=False) as ckpt:
+    assert ckpt.directory == f"{tmp_path}/home/run/checkpoints"
+  with CheckpointManager(str(tmp_path / "runs" / "rel"), read_only=True) as ckpt:
+    np.testing.assert_array_equal(ckpt.restore().state["x"], [0.0, 1.0, 2.0])
+
+
 def test_mismatched_abstract_state_names_the_leaf(tmp_path):
   state = _state()
   with CheckpointManager(tmp_path, async_save=False) as ckpt:

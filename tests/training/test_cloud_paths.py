@@ -183,3 +183,11 @@ def test_cli_reads_config_and_writes_plots_at_a_url(gcs, capsys):
   assert cli.main(["plot", "--workdir", workdir]) == 0
   assert capsys.readouterr().out.split() == [f"{workdir}/plots/loss.png"]
   assert "plots/loss.png" in _objects(workdir)
+
+
+def test_a_missing_filesystem_package_names_the_fix(monkeypatch):
+  from reasoning_jax.training import paths
+  monkeypatch.setitem(paths.SCHEMES, "gs", ("no_such_package_rj", "pip install it"))
+  with pytest.raises(ImportError, match=r"gs:// paths need the no_such_package_rj "
+                                        r"package; pip install it"):
+    MetricsWriter("gs://bucket/run", is_primary=True)
