@@ -6,8 +6,6 @@ import re
 import subprocess
 import sys
 
-import pytest
-
 from reasoning_jax.training.metrics import MetricsWriter
 from reasoning_jax.training.progress import ProgressLog, make_visible
 
@@ -58,8 +56,10 @@ def test_sft_loss_gives_way_to_reward_after_the_warm_up():
   assert "loss" not in p.update(2, {"reward/mean": 0.75})
 
 
-def test_writer_off_a_terminal_logs_lines_and_draws_no_bar(tmp_path, capsys, caplog):
-  """Under pytest stderr is not a TTY: the default progress is lines, not a bar."""
+def test_writer_off_a_terminal_logs_lines_and_draws_no_bar(tmp_path, capsys, caplog,
+                                                           monkeypatch):
+  """stderr is not a TTY: the default progress is lines, not a bar."""
+  monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
   caplog.set_level(logging.INFO, logger="reasoning_jax.progress")
   with MetricsWriter(tmp_path, is_primary=True, tensorboard=False, total_steps=4) as w:
     for s in range(1, 5):
