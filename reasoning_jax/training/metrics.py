@@ -226,8 +226,10 @@ class MetricsWriter:
       progress: None: a tqdm bar when stderr is a terminal, else `ProgressLog` lines;
         True or "bar": always the bar; "log": always the lines; False: neither.
       progress_keys: metrics shown live next to the bar (those present in a step).
-      progress_every_s: the longest gap between two progress lines.
-      sync_every_s: on a URL, the longest time a row stays only in memory.
+      progress_every_s: a progress line is also due at the first write this many
+        seconds after the last line.
+      sync_every_s: on a URL, rows are uploaded at the first write this many seconds
+        after the last upload (and always on `flush`, `plot` and `close`).
     """
     self._path = run_path(workdir)
     self._remote = scheme(self._path) is not None

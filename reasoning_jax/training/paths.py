@@ -37,8 +37,9 @@ def run_path(path: str | os.PathLike, *, what: str = "workdir") -> epath.Path:
   if s is None:
     return epath.Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
   if s not in SCHEMES:
-    raise ValueError(f"{what} {os.fspath(path)!r}: unsupported URL scheme '{s}://'; use a "
-                     f"local directory or one of {', '.join(x + '://' for x in SCHEMES)}")
+    known = ", ".join(x + "://" for x in SCHEMES)
+    raise ValueError(f"{what} {os.fspath(path)!r}: unsupported URL scheme '{s}://'; "
+                     f"use a local directory or one of {known}")
   package, fix = SCHEMES[s]
   if importlib.util.find_spec(package) is None:
     raise ImportError(f"{what} {os.fspath(path)!r}: {s}:// paths need the {package} "

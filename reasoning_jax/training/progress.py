@@ -3,7 +3,8 @@
 On a terminal the trainer shows a tqdm bar (`MetricsWriter`); in Jupyter/Colab (stderr
 is not a TTY), under `nohup`, in CI or with `2>log` a bar is either invisible or a wall
 of carriage returns, so `ProgressLog` writes one plain line through the
-`reasoning_jax.progress` logger at INFO instead (docs/decisions/0018-progress-lines-off-a-terminal.md).
+`reasoning_jax.progress` logger at INFO instead
+(docs/decisions/0018-progress-lines-off-a-terminal.md).
 """
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ def make_visible(logger: logging.Logger) -> None:
   a level set on `reasoning_jax` or `reasoning_jax.progress` is kept. With no handler
   anywhere, lines go to stderr (looked up when written: Jupyter replaces it).
   """
-  if logger.level == logging.NOTSET and logging.getLogger("reasoning_jax").level == \
-      logging.NOTSET:
+  chosen = logger.level or logging.getLogger("reasoning_jax").level  # NOTSET is 0
+  if not chosen:
     logger.setLevel(logging.INFO)
   if not logger.hasHandlers():
     logger.addHandler(_StderrHandler())

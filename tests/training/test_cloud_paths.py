@@ -133,7 +133,7 @@ def test_training_in_a_gs_workdir_resumes_from_the_bucket(gcs, tmp_path, monkeyp
   # TensorBoard keeps float32: the JSONL's float64 rounded once.
   assert sft == [(r["step"], float(np.float32(r["sft/loss"]))) for r in rows
                  if "sft/loss" in r]
-  assert (config := epath.Path(f"{workdir}/config.gin").read_text()) == "# cloud run", config
+  assert epath.Path(f"{workdir}/config.gin").read_text() == "# cloud run"
 
 
 def test_metrics_on_a_url_are_uploaded_on_schedule_and_truncated(gcs):

@@ -33,7 +33,8 @@ def test_a_line_per_tenth_with_values_and_a_hand_computed_eta():
     clock.t += 1.0
   assert sorted(lines) == [1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
   # Steps 1..50 took 49 s after the first line: 1 step/s, 50 steps left.
-  assert lines[50] == "step 50/100 (50%) | reward 0.5 | acc 0.250 | 1.23e+03 tok/s | ETA 00:50"
+  assert lines[50] == ("step 50/100 (50%) | reward 0.5 | acc 0.250 | 1.23e+03 tok/s | "
+                       "ETA 00:50")
   assert lines[1] == "step 1/100 (1%) | reward 0.01 | 1.23e+03 tok/s | ETA ?"
   assert lines[100].endswith("| ETA 00:00")
 
@@ -65,7 +66,8 @@ def test_writer_off_a_terminal_logs_lines_and_draws_no_bar(tmp_path, capsys, cap
     for s in range(1, 5):
       w.write(s, {"reward/mean": s / 4})
   got = [r.getMessage() for r in caplog.records if r.name == "reasoning_jax.progress"]
-  assert [m.split(" |")[0] for m in got] == [f"step {s}/4 ({25 * s}%)" for s in range(1, 5)]
+  want = [f"step {s}/4 ({25 * s}%)" for s in range(1, 5)]
+  assert [m.split(" |")[0] for m in got] == want
   assert "\r" not in capsys.readouterr().err  # no tqdm bar
 
 
