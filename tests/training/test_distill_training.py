@@ -1,14 +1,17 @@
 """The teacher of on-policy distillation in the trainer: loading (HF directory, run
-directory), its checks, scoring each step's rollouts, and a student that distils a
-trained teacher's accuracy."""
+directory), its checks, scoring each step's rollouts, a student holding the teacher's
+params (zero KL, zero gradient) and a one-token teacher pulling a fresh student to its
+token. The accuracy a student distils from a trained teacher: test_distill_accuracy.py."""
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from reasoning_jax import model as rjm
-from reasoning_jax.training import config as C
+from reasoning_jax.objectives import OBJECTIVES, ObjectiveInputs
 from reasoning_jax.training.checkpoint import CheckpointManager
 from reasoning_jax.training.loop import Trainer
 from reasoning_jax.training.teacher import load_model, run_bindings
@@ -16,6 +19,7 @@ from reasoning_jax.training.validate import ConfigError
 from tests.training.test_loop import TINY, CoinRunner, tiny_exp
 
 DISTILLERS = ("distill", "grpo_distill", "garl_distill")
+DISTILL = OBJECTIVES["distill"]
 
 
 def _with(exp, **rl):
@@ -128,3 +132,71 @@ def test_teacher_checks(teacher_run, tmp_path):
   with pytest.raises(ValueError, match=f"has a vocabulary of {cfg.vocab_size + 7} tokens "
                      f"but the student \\(ModelSpec\\) has {cfg.vocab_size}"):
     Trainer(_with(tiny_exp("distill"), teacher=str(tmp_path / "hf")), str(tmp_path / "d"))
+
+
+def test_student_equal_to_teacher_has_zero_kl_and_zero_gradient(teacher_run, tmp_path):
+  """The whole trainer path (rollouts, teacher scoring at the rollouts' positions and
+  temperature, the update): a student holding the teacher's params has a zero reverse
+  KL, a zero loss and a zero gradient. A misaligned or mis-tempered teacher score, or
+  the student's params scored as the teacher's, would fail one of the two halves."""
+  d, _ = teacher_run
+  exp = _with(tiny_exp("distill", sft_steps=0, rl_steps=1), teacher=str(d))
+  t = _trainer(exp, tmp_path, CoinRunner())
+  try:
+    t.resume()
+    assert _differ(t.params, t.parts.teacher.params)  # a fresh student is not the teacher
+    t.params = jax.tree.map(jnp.copy, t.parts.teacher.params)
+    m = t.rl(0)
+  finally:
+    _close(t)
+  # Two compiled programs score the same float32 forward: rounding of order 1e-7 per
+  # log-prob, which also bounds the gradient's coefficients l_t - l^T_t.
+  assert m["loss/teacher_nll"] > 0.1, m  # the rollouts are not trivially certain
+  assert abs(m["loss/distill_kl"]) < 1e-6 and abs(m["loss/total"]) < 1e-6, m
+  assert m["loss/grad_norm"] < 1e-5, m
+
+
+def _differ(a, b) -> bool:
+  return any(np.abs(np.asarray(x) - np.asarray(y)).sum() > 0
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_a_one_token_teacher_pulls_the_students_probability_up():
+  """A teacher with all its mass on token K (log-prob 0 for K, -20 for every other
+  token) and a fresh tiny student that samples one token after a fixed prompt: ten
+  on-policy Adam steps of the distillation loss move p_student(K) from about 1/V to
+  most of the mass. A flipped sign would push it to 0; a per-row or zeroed advantage
+  would leave it where it is."""
+  cfg = rjm.preset("tiny", **dict(TINY), vocab_size=16)
+  params = rjm.init_params(cfg, jax.random.key(0))
+  prompt = jnp.broadcast_to(jnp.asarray([[1, 5, 7]], jnp.int32), (64, 3))
+  positions = jnp.broadcast_to(jnp.arange(4, dtype=jnp.int32), (64, 4))
+  mask = jnp.asarray([[0.0, 0.0, 0.0, 1.0]] * 64)
+  K = 9
+  tx = optax.adam(1e-2)
+  opt = tx.init(params)
+
+  def p_k(p):
+    logits = rjm.forward(p, prompt, positions[:, :3], cfg)[0][0, -1]
+    return float(jax.nn.softmax(logits)[K])
+
+  @jax.jit
+  def step(p, opt, key):
+    y = jax.random.categorical(key, rjm.forward(p, prompt, positions[:, :3], cfg)[0][:, -1])
+    tokens = jnp.concatenate([prompt, y[:, None].astype(jnp.int32)], axis=1)
+    teacher = jnp.where(tokens == K, 0.0, -20.0) * mask
+
+    def loss(q):
+      logp, ent = rjm.token_logprobs(q, cfg, tokens, positions)
+      return DISTILL.loss(ObjectiveInputs(logp_BT=logp, mask_BT=mask, entropy_BT=ent,
+                                          teacher_logp_BT=teacher))[0]
+
+    g = jax.grad(loss)(p)
+    u, opt = tx.update(g, opt, p)
+    return optax.apply_updates(p, u), opt
+
+  before = p_k(params)
+  for i in range(10):
+    params, opt = step(params, opt, jax.random.key(i + 1))
+  after = p_k(params)
+  assert before < 0.2 and after > 0.5, (before, after)
