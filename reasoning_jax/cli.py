@@ -57,7 +57,7 @@ def _parse_gin(files: list[str], params: list[str]):
     gin.parse_config_files_and_bindings(files, params)
     exp = Experiment()
   except Exception as e:  # gin raises ValueError/SyntaxError/etc. with the binding named
-    sys.exit(f"error: bad experiment configuration: {e}")
+    raise ValueError(f"bad experiment configuration: {e}") from e
   # The operative config lists every field the run used, defaults included, so the
   # run directory's config.gin reproduces the run even if code defaults change.
   return exp, gin.operative_config_str()
@@ -69,12 +69,22 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _build(trainer_cls, exp, workdir: str, text: str, **kw):
-  """Construct the trainer; configuration problems exit 2 with the message, no trace."""
-  from reasoning_jax.training.multihost import CoordinatorPortInUse
-  try:
-    return trainer_cls(exp, workdir, text, **kw)
-  except (ValueError, TypeError, FileNotFoundError, CoordinatorPortInUse) as e:
-    sys.exit(f"error: {e}")
+  """Construct the trainer (its errors reach `main`'s boundary: one line, or the
+  traceback with --debug)."""
+  return trainer_cls(exp, workdir, text, **kw)
+
+
+def _open_run(trainer_cls, exp, workdir: str, text: str):
+  """A trainer over an existing run, read-only (nothing in the run directory is
+  written: `eval`, `sample` and `convert` work on a read-only copy and leave the
+  record as it was); exits naming the directory when it has no committed checkpoint
+  (random weights must never be evaluated, sampled or exported by mistake)."""
+  t = _build(trainer_cls, exp, workdir, text, read_only=True)
+  if not t.ckpt.all_steps():
+    t.close()
+    sys.exit(f"error: {workdir!r} has no committed checkpoint (checkpoints/ is empty or "
+             "holds only unfinished saves); train until one is saved first")
+  return t
 
 
 def cmd_train(a) -> int:
@@ -100,16 +110,13 @@ def cmd_eval(a) -> int:
     sys.exit(f"error: {a.workdir!r} has no checkpoints/ directory; train first")
   files = a.gin_file or [os.fspath(_run_file(a.workdir, "config.gin"))]
   exp, text = _parse_gin(files, a.gin_param)
-  t = _build(Trainer, exp, a.workdir, text)
+  t = _open_run(Trainer, exp, a.workdir, text)
   try:
-    step = t.resume()
-    if step == 0:
-      sys.exit(f"error: no checkpoint found in {a.workdir}/checkpoints")
+    t.resume()
     for k, v in sorted(t.evaluate().items()):
       print(f"{k}: {v:.4f}")
   finally:
-    t.ckpt.close()
-    t.runner.close()
+    t.close()
   return 0
 
 
@@ -120,7 +127,9 @@ def cmd_sample(a) -> int:
   from reasoning_jax.training.loop import Trainer
   exp, text = _parse_gin(a.gin_file or [os.fspath(_run_file(a.workdir, "config.gin"))],
                          a.gin_param)
-  t = _build(Trainer, exp, a.workdir, text)
+  if not _run_file(a.workdir, "checkpoints").is_dir():
+    sys.exit(f"error: {a.workdir!r} has no checkpoints/ directory; train first")
+  t = _open_run(Trainer, exp, a.workdir, text)
   try:
     t.resume()
     out = sampling.generate(t.policy_params(), t.cfg, [t.codec.prompt_ids(a.prompt)],
@@ -131,8 +140,7 @@ def cmd_sample(a) -> int:
     for row, n in zip(out.tokens.tolist(), out.lengths.tolist()):
       print(a.prompt + t.codec.decode(row[:n]))
   finally:
-    t.ckpt.close()
-    t.runner.close()
+    t.close()
   return 0
 
 
@@ -149,7 +157,7 @@ def cmd_convert(a) -> int:
     if not _run_file(a.workdir, "checkpoints").is_dir():
       sys.exit(f"error: {a.workdir!r} has no checkpoints/ directory; train first")
     exp, text = _parse_gin([os.fspath(_run_file(a.workdir, "config.gin"))], [])
-    t = _build(Trainer, exp, a.workdir, text)
+    t = _open_run(Trainer, exp, a.workdir, text)
     try:
       step = t.resume()
       cfg, params, tok = t.cfg, t.params, t.codec.inner
@@ -161,8 +169,7 @@ def cmd_convert(a) -> int:
           TL.save_peft_adapter(t.params, cfg, lcfg, a.peft, os.path.abspath(a.out))
           print(f"wrote the PEFT adapter to {a.peft} (base model: {a.out})")
     finally:
-      t.ckpt.close()
-      t.runner.close()
+      t.close()
     print(f"exporting step {step} of {a.workdir}")
   elif a.gguf:
     from reasoning_jax.model.gguf_checkpoint import smollm2_gguf_path

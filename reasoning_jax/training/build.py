@@ -32,6 +32,8 @@ from reasoning_jax.training.compile_cache import enable_compilation_cache
 from reasoning_jax.training.compile_mode import compiler_options
 from reasoning_jax.training.config import Experiment
 from reasoning_jax.training.health import HealthConfig, HealthMonitor
+from reasoning_jax.training.lock import RunLock
+from reasoning_jax.training.paths import run_path
 from reasoning_jax.training.lora import lora_memory, lora_run
 from reasoning_jax.training.memory import (DoesNotFit, check_fits, device_memory,
                                            memory_estimate)
@@ -93,6 +95,9 @@ class RunParts:
   eval_key: jax.Array
   lora: Any = None  # a `training.lora.LoRARun` when the RL phase trains adapters
   teacher: Any = None  # a `training.teacher.Teacher` for the distillation objectives
+  lock: RunLock | None = None  # the run directory's writer lock (training runs)
+  read_only: bool = False  # opened to evaluate / sample / export: nothing is written
+  config_text: str = ""  # the resolved gin config, written as config.gin at the start
 
 
 def build_data(exp: Experiment, task, codec: Codec) -> RunData:
@@ -278,18 +283,39 @@ def check_memory(exp: Experiment, cfg, mesh: Mesh, tx, size: Longest,
     log.warning("%s", e)
 
 
-def _start(exp: Experiment, workdir: str, config_text: str) -> None:
+def _start(exp: Experiment, workdir: str):
   """Process start-up: multi-host initialize (a no-op unless this is a pod worker or a
-  `reasoning-jax launch` child; before anything touches a device), the compilation
-  cache, the run directory and its config.gin (written by process 0 alone). The run
-  directory may be local or a `gs://` URL (`checkpoint.check_workdir`)."""
+  `reasoning-jax launch` child; before anything touches a device) and the compilation
+  cache. Nothing is written to the run directory (local or `gs://`,
+  `checkpoint.check_workdir`) until every check has passed (`_claim`)."""
   from reasoning_jax.training.checkpoint import check_workdir
   path = check_workdir(workdir)  # a bad URL fails before any device is touched
   mh.maybe_initialize(exp.run.distributed)
   enable_compilation_cache(exp.run.compilation_cache)
+  return path
+
+
+def _lock(path) -> RunLock | None:
+  """Take the run directory's writer lock (`training.lock`; the primary process
+  alone), creating the directory if needed. Nothing else is written here: the run
+  writes its config.gin once it has really started (`write_config`)."""
+  if not mh.is_primary():
+    return None
   path.mkdir(parents=True, exist_ok=True)
-  if mh.is_primary():
-    (path / "config.gin").write_text(config_text)
+  return RunLock(path).acquire(record=False)
+
+
+def write_config(parts: "RunParts") -> None:
+  """Record the run's config.gin atomically (a temporary file renamed over it) and the
+  lock holder's pid and host; called by the primary process when a training run has
+  passed every check and restored its state."""
+  if parts.read_only or parts.lock is None:
+    return
+  path = run_path(parts.workdir)
+  tmp = path / "config.gin.tmp"
+  tmp.write_text(parts.config_text)
+  tmp.replace(path / "config.gin")
+  parts.lock.write_record()
 
 
 def _model_on_mesh(exp: Experiment, codec: Codec, key: jax.Array):
@@ -315,10 +341,16 @@ def _rollout_layout(cfg: rjm.ModelConfig, mesh: Mesh) -> dict[str, Any]:
           "rollout_param_shardings": rjm.param_shardings(cfg, mesh, rjs.ROLLOUT_RULES)}
 
 
-def build_run(exp: Experiment, workdir: str, config_text: str = "") -> tuple[RunParts, Any]:
-  """Build a run's fixed parts and its initial params (placed on the mesh)."""
+def build_run(exp: Experiment, workdir: str, config_text: str = "", *,
+              read_only: bool = False) -> tuple[RunParts, Any]:
+  """Build a run's fixed parts and its initial params (placed on the mesh).
+
+  Every check runs before the run directory is touched; then a training run claims it
+  (lock, config.gin). `read_only` opens an existing run to evaluate, sample or export
+  it: nothing in the directory is written (it may be read-only) and no lock is taken.
+  """
   validate_experiment(exp)  # every setting, before any file, device or compile
-  _start(exp, workdir, config_text)
+  path = _start(exp, workdir)
   run = exp.run
   init_key, run_key, eval_key = jax.random.split(jax.random.key(run.seed), 3)
   task = S.build_task(exp)
@@ -337,13 +369,18 @@ def build_run(exp: Experiment, workdir: str, config_text: str = "") -> tuple[Run
   check_lengths(exp, cfg, size)
   check_memory(exp, cfg, mesh, txs[1], size,
                S.uses_reference(exp, ocfg) and exp.rl.steps > 0, lora)
+  teacher = load_teacher(exp, cfg, mesh, options)
+  lock = None if read_only else _lock(path)
   parts = RunParts(
       exp=exp, workdir=workdir, task=task, codec=codec, cfg=cfg, mesh=mesh,
       param_shardings=p_sh, compiler_options=options, objective=objective, ocfg=ocfg,
       layout=layout, data=data, sft_tx=txs[0], rl_tx=txs[1], programs=programs,
-      **roll, lora=lora, teacher=load_teacher(exp, cfg, mesh, options),
-      ckpt=CheckpointManager(workdir, max_to_keep=run.keep_checkpoints),
-      writer=MetricsWriter(workdir, progress=None if run.progress else False,
+      **roll, lora=lora, teacher=teacher, lock=lock, read_only=read_only,
+      config_text=config_text,
+      ckpt=CheckpointManager(workdir, max_to_keep=run.keep_checkpoints,
+                             read_only=read_only),
+      writer=MetricsWriter(workdir, is_primary=False if read_only else None,
+                           progress=None if run.progress else False,
                            total_steps=exp.total_steps),
       health=HealthMonitor(HealthConfig(zero_reward_patience=run.zero_reward_patience,
                                         truncation_threshold=run.truncation_warn)),

@@ -187,6 +187,21 @@ class CheckpointManager:
   def __exit__(self, *exc) -> None:
     self.close()
 
+  def quarantine(self, step: int) -> str:
+    """Move the (unreadable) committed `step` out of the way, to
+    `<workdir>/checkpoints_quarantine/<step>[.n]`, so the run can save that step
+    again; nothing is deleted. Returns the new location."""
+    src = self.path / str(int(step))
+    dst_dir = self.path.parent / "checkpoints_quarantine"
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    dst, n = dst_dir / str(int(step)), 0
+    while dst.exists():
+      n += 1
+      dst = dst_dir / f"{int(step)}.{n}"
+    src.rename(dst)
+    self._mngr.reload()
+    return os.fspath(dst)
+
   # -- restore ---------------------------------------------------------------------
   def _resolve_step(self, step: int | None) -> int:
     steps = self.all_steps()

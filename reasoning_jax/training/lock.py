@@ -10,6 +10,10 @@ the holder exits for any reason (kill -9 included), so a crashed run never leave
 stale lock. Object stores (gs://, s3://) have no locks: there the file itself is the
 lock (written if absent, removed on release), a crashed run leaves it behind, and the
 message says how to remove it.
+
+Within one process the lock is re-entrant (a notebook that builds a second trainer on
+the same run, or a test): it guards against other processes, and is released when
+the last holder in the process releases it.
 """
 from __future__ import annotations
 
@@ -21,6 +25,9 @@ import time
 from etils import epath
 
 LOCK_NAME = "train.lock"
+
+# Locks this process holds: path -> [holder count, fd or None (object stores)].
+_HELD: dict[str, list] = {}
 
 
 class RunLocked(RuntimeError):
@@ -48,13 +55,23 @@ class RunLock:
     self._local = "://" not in os.fspath(workdir)
     self._fd: int | None = None
     self._remote = False
+    self._held = False
 
-  def acquire(self) -> "RunLock":
-    """Take the lock (the directory must exist)."""
-    if self._local:
-      self._acquire_local()
+  def acquire(self, record: bool = True) -> "RunLock":
+    """Take the lock (the directory must exist); re-entrant within a process. With
+    `record` False the holder's pid and host are written later (`write_record`)."""
+    key = os.fspath(self.path)
+    if key in _HELD:
+      _HELD[key][0] += 1
     else:
-      self._acquire_remote()
+      if self._local:
+        self._acquire_local()
+      else:
+        self._acquire_remote()
+      _HELD[key] = [1, self._fd]
+    self._held = True
+    if record:
+      self.write_record()
     return self
 
   def _acquire_local(self) -> None:
@@ -67,8 +84,6 @@ class RunLock:
       os.close(fd)
       raise RunLocked(f"{self.path.parent} is being written by {_holder(text)}; wait "
                       "for that run to finish or stop it, or use another --workdir") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, _record().encode(), 0)
     self._fd = fd
 
   def _acquire_remote(self) -> None:
@@ -79,16 +94,35 @@ class RunLock:
     self.path.write_text(_record())
     self._remote = True
 
+  def write_record(self) -> None:
+    """Write this process's pid and host into the held lock file, for the message a
+    second writer gets (called once the run has really started, so a command that
+    fails at start-up leaves the file as it was)."""
+    entry = _HELD.get(os.fspath(self.path))
+    if entry is not None and entry[1] is not None:
+      os.ftruncate(entry[1], 0)
+      os.pwrite(entry[1], _record().encode(), 0)
+
   def release(self) -> None:
-    """Release the lock (idempotent); the local file stays, unlocked."""
-    if self._fd is not None:
+    """Release this holder's share (idempotent); the last one in the process unlocks
+    (the local file stays, unlocked; an object-store lock file is removed)."""
+    if not self._held:
+      return
+    self._held = False
+    key = os.fspath(self.path)
+    entry = _HELD[key]
+    entry[0] -= 1
+    if entry[0] > 0:
+      return
+    del _HELD[key]
+    fd = entry[1]
+    if fd is not None:
       import fcntl
-      fcntl.flock(self._fd, fcntl.LOCK_UN)
-      os.close(self._fd)
-      self._fd = None
-    if self._remote:
+      fcntl.flock(fd, fcntl.LOCK_UN)
+      os.close(fd)
+    elif not self._local:
       self.path.unlink(missing_ok=True)
-      self._remote = False
+    self._fd, self._remote = None, False
 
   def __enter__(self) -> "RunLock":
     return self.acquire()

@@ -28,7 +28,7 @@ from reasoning_jax.training import episodes as tool_episodes
 from reasoning_jax.training import multihost as mh
 from reasoning_jax.training import refill
 from reasoning_jax.training import setup as S
-from reasoning_jax.training.build import build_run
+from reasoning_jax.training.build import build_run, write_config
 from reasoning_jax.training.compile_ahead import compile_ahead
 from reasoning_jax.training.config import Experiment
 from reasoning_jax.training.indices import BatchCallback, index_stream
@@ -78,8 +78,8 @@ class Trainer:
   runner = _part("runner", settable=True)
 
   def __init__(self, exp: Experiment, workdir: str, config_text: str = "", *,
-               on_batch: BatchCallback | None = None):
-    self.parts, self.params = build_run(exp, workdir, config_text)
+               on_batch: BatchCallback | None = None, read_only: bool = False):
+    self.parts, self.params = build_run(exp, workdir, config_text, read_only=read_only)
     self.opt_state: Any = None
     self.ref_params: Any = None
     # With adapters (`training.lora`): the frozen base during RL (`params` are then the
@@ -146,7 +146,7 @@ class Trainer:
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                                            sharding=x.sharding),
                             {"params": self.params})
-    with lora_base_store(self.workdir) as store:
+    with lora_base_store(self.workdir, read_only=self.parts.read_only) as store:
       self.params = store.restore(sft_steps, abstract).state["params"]
 
   def policy_params(self):
@@ -168,28 +168,55 @@ class Trainer:
       self.ckpt.save(step, self._state(), meta)
 
   def resume(self) -> int:
-    """Restore the latest checkpoint if there is one; returns the step to start at."""
+    """Restore the newest readable checkpoint if there is one; returns the step to
+    start at. An unreadable newer step (truncated or missing files, a bad manifest)
+    is skipped with a warning naming it and why, and moved to
+    `checkpoints_quarantine/` (training runs); if every step is unreadable the run
+    stops with each reason rather than silently restarting from scratch."""
     self._init_opt(0)
-    last = self.ckpt.latest_step()
-    if last is None:
+    steps = self.ckpt.all_steps()
+    if not steps:
       # Killed before its first checkpoint committed: the run restarts at step 0, so
       # every logged row (the step-0 evaluation included) would be written again.
       self.writer.truncate_after(-1)
       return 0
-    meta = self.ckpt.restore_meta(last)
-    self._restore_base(last)
-    self._init_opt(last)
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                                           sharding=x.sharding),
-                            self._state())
-    restored = self.ckpt.restore(last, abstract)
-    self.params, self.opt_state = restored.state["params"], restored.state["opt_state"]
-    self.ref_params = restored.state.get("ref_params")
-    self.sft_iter.set_state(meta["sft_iter"])
-    self.rl_iter.set_state(meta["rl_iter"])
+    skipped = []
+    for last in reversed(steps):
+      try:
+        self._restore(last)
+        break
+      except Exception as e:  # orbax and tensorstore raise many types for bad files
+        skipped.append(f"step {last}: {type(e).__name__}: {str(e)[:300]}")
+        log.warning("checkpoint step %d in %s is unreadable (%s: %s); trying the "
+                    "previous one", last, self.ckpt.directory, type(e).__name__,
+                    str(e)[:300])
+    else:
+      raise RuntimeError(f"no readable checkpoint in {self.ckpt.directory}: "
+                         + "; ".join(skipped) + ". Move the broken steps away to "
+                         "start from scratch, or restore the directory from a copy")
+    if not self.parts.read_only and mh.is_primary():
+      for bad in (s for s in steps if s > last):
+        log.warning("moved unreadable checkpoint step %d to %s", bad,
+                    self.ckpt.quarantine(bad))
     self.writer.truncate_after(last)
     log.warning("resumed from checkpoint step %d in %s", last, self.ckpt.directory)
     return last
+
+  def _restore(self, step: int) -> None:
+    """Restore the state and data iterators of checkpoint `step` (raises if it is
+    unreadable; nothing is assigned before the arrays have been read)."""
+    meta = self.ckpt.restore_meta(step)
+    self._restore_base(step)
+    self._init_opt(step)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                           sharding=x.sharding),
+                            self._state())
+    restored = self.ckpt.restore(step, abstract)
+    sft_state, rl_state = meta["sft_iter"], meta["rl_iter"]
+    self.params, self.opt_state = restored.state["params"], restored.state["opt_state"]
+    self.ref_params = restored.state.get("ref_params")
+    self.sft_iter.set_state(sft_state)
+    self.rl_iter.set_state(rl_state)
 
   # ------------------------------------------------------------------ phases
   def _take(self, it, step: int, phase: str) -> np.ndarray:
@@ -461,10 +488,17 @@ class Trainer:
 
   def run(self) -> dict[str, float]:
     """Train from the latest checkpoint (or scratch) to the end; returns last metrics."""
-    start, total = self.resume(), self.exp.total_steps
+    total = self.exp.total_steps
+    try:
+      start = self.resume()
+    except BaseException:
+      self.close(plot=False)  # a run that never started leaves its directory as it was
+      raise
+    write_config(self.parts)  # the run has really started: record its configuration
     if start >= total:
       log.warning("the run in %s already finished at step %d; nothing to train",
                   self.workdir, start)
+      self.close(plot=False)
       return {}
     last: dict[str, float] = {}
     try:
@@ -480,7 +514,7 @@ class Trainer:
       self.close()
     return last
 
-  def close(self) -> None:
+  def close(self, plot: bool = True) -> None:
     """Wait for pending checkpoints, stop the reward workers, write plots (if asked)
     and close the metrics writer."""
     for th in self._threads:
@@ -489,7 +523,9 @@ class Trainer:
     self.ckpt.wait()
     self.ckpt.close()
     self.runner.close()
-    if self.exp.run.plots:
+    if self.parts.lock is not None:
+      self.parts.lock.release()
+    if plot and self.exp.run.plots and not self.parts.read_only:
       try:  # plots are derived from metrics.jsonl; they never fail a finished run
         self.writer.plot()
       except OSError as e:

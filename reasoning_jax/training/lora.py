@@ -112,10 +112,10 @@ def lora_run(spec: LoRASpec, cfg: rjm.ModelConfig, mesh: Mesh,
                  L.adapter_shardings(cfg, lcfg, mesh, rjs.TRAIN_RULES), policy)
 
 
-def base_store(workdir: str) -> CheckpointManager:
+def base_store(workdir: str, read_only: bool = False) -> CheckpointManager:
   """Where a run with SFT steps keeps its frozen base (written once, synchronously)."""
   return CheckpointManager(os.path.join(workdir, BASE_DIR), max_to_keep=None,
-                           async_save=False)
+                           async_save=False, read_only=read_only)
 
 
 def lora_memory(est: MemoryEstimate, run: LoRARun, tx: optax.GradientTransformation,

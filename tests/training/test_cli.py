@@ -17,10 +17,14 @@ def _fresh_gin():
 
 
 def _fails(argv, capsys):
-  with pytest.raises(SystemExit) as e:
-    cli.main(argv)
-  msg = str(e.value.code) + capsys.readouterr().err
-  assert e.value.code not in (0, None)
+  """Run the CLI; it must fail with one `error:` line (exit code 1 from the error
+  boundary, or sys.exit with the message) and no traceback."""
+  try:
+    rc, msg = cli.main(argv), ""
+  except SystemExit as e:
+    rc, msg = e.code, str(e.code)
+  msg += capsys.readouterr().err
+  assert rc not in (0, None) and "error:" in msg and "Traceback" not in msg
   return msg
 
 

@@ -8,11 +8,32 @@ import pytest
 from reasoning_jax.training.lock import RunLock, RunLocked
 
 
-def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
-  with RunLock(tmp_path):
-    with pytest.raises(RunLocked, match=r"being written by pid \d+ on host"):
-      RunLock(tmp_path).acquire()
-  RunLock(tmp_path).acquire().release()  # free again once released
+def _try_lock(path) -> subprocess.CompletedProcess:
+  code = textwrap.dedent(f"""
+      from reasoning_jax.training.lock import RunLock, RunLocked
+      try:
+        RunLock({str(path)!r}).acquire()
+      except RunLocked as e:
+        print(e)
+      else:
+        print("acquired")
+      """)
+  return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        timeout=120)
+
+
+def test_re_entrant_in_a_process_exclusive_across_processes(tmp_path):
+  """A second holder in this process shares the lock; another process is refused
+  until the last holder here releases it."""
+  import os
+  a = RunLock(tmp_path).acquire()
+  b = RunLock(tmp_path).acquire()
+  a.release()
+  out = _try_lock(tmp_path).stdout
+  assert f"being written by pid {os.getpid()} on host" in out
+  b.release()
+  b.release()  # idempotent
+  assert _try_lock(tmp_path).stdout.strip() == "acquired"
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
