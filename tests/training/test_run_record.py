@@ -229,3 +229,22 @@ def test_bad_model_files_are_named(tmp_path, capsys):
     fh.truncate(os.path.getsize(d / st) // 2)
   rc, msg = _fails(["convert", "--hf", str(d), "--out", str(tmp_path / "o2")], capsys)
   assert rc == 1 and st in msg and "Traceback" not in msg
+
+
+def test_sample_with_a_character_outside_the_vocabulary_is_named(run, capsys):
+  before = snapshot(run)
+  rc, msg = _fails(["sample", "--workdir", str(run), "--prompt", "12+34=é"], capsys)
+  assert rc == 1 and "'é' is not in this task's alphabet" in msg
+  assert snapshot(run) == before
+
+
+def test_launch_with_zero_processes_is_one_line(capsys):
+  rc, msg = _fails(["launch", "--processes", "0", "--", "train"], capsys)
+  assert rc == 1 and "processes >= 1" in msg and "Traceback" not in msg
+
+
+def test_a_file_where_the_run_directory_belongs_is_named(tmp_path, capsys):
+  (tmp_path / "w").write_text("a file")
+  rc, msg = _fails(_argv("train", tmp_path / "w"), capsys)
+  assert rc == 1 and str(tmp_path / "w") in msg and "Traceback" not in msg
+  assert (tmp_path / "w").read_text() == "a file"
