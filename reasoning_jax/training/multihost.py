@@ -23,6 +23,7 @@ import errno
 import inspect
 import logging
 import os
+import re
 import socket
 from collections.abc import Mapping
 
@@ -129,7 +130,11 @@ def on_multihost_tpu(env: Mapping[str, str] | None = None) -> bool:
   `MEGASCALE_COORDINATOR_ADDRESS` are only set on multi-host / multi-slice jobs.
   """
   env = os.environ if env is None else env
-  hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]
+  hosts = [h.strip() for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]
+  # libtpu, once loaded without TPU metadata (e.g. compiling for a topology on a CPU
+  # host), writes a warning sentence into TPU_WORKER_HOSTNAMES, which child processes
+  # inherit: only real host names count.
+  hosts = [h for h in hosts if re.fullmatch(r"[A-Za-z0-9._:\[\]-]+", h)]
   return len(hosts) > 1 or any(env.get(k) for k in _TPU_ENV[1:])
 
 

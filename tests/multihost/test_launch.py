@@ -72,3 +72,14 @@ def test_launch_on_a_taken_port_fails_before_starting_children():
     port = s.getsockname()[1]
     with pytest.raises(MH.CoordinatorPortInUse, match=f"127.0.0.1:{port}"):
       L.launch(["train"], processes=2, port=port, python="/nonexistent/python")
+
+
+def test_libtpus_warning_in_tpu_worker_hostnames_is_not_a_pod():
+  """libtpu, loaded without TPU metadata, writes a warning sentence (with a comma)
+  into TPU_WORKER_HOSTNAMES; child processes inherit it. It is not a worker list."""
+  warning = ("WARNING: could not determine TPU worker hostnames or IP addresses, please "
+             "set env var `TPU_WORKER_HOSTNAMES` manually, otherwise libtpu.so may not "
+             "properly initialize.")
+  assert not MH.on_multihost_tpu({"TPU_WORKER_HOSTNAMES": warning})
+  assert MH.on_multihost_tpu({"TPU_WORKER_HOSTNAMES": "t1v-n-0-w-0,t1v-n-0-w-1"})
+  assert not MH.on_multihost_tpu({"TPU_WORKER_HOSTNAMES": "10.130.0.12"})

@@ -1,6 +1,7 @@
 """Both notebooks execute headless (nbclient) in smoke mode without a cell error."""
 import importlib.util
 import os
+import re
 import sys
 
 import pytest
@@ -24,6 +25,9 @@ def test_notebook_runs_in_smoke_mode(name, tmp_path):
   # The smoke flag reached the kernel (the install cell prints it).
   text = "".join(o.get("text", "") for o in code[0].get("outputs", []))
   assert "smoke mode: True" in text, text
+  if name == "quickstart.ipynb":  # a notebook's stderr is no terminal: progress lines
+    shown = "".join(o.get("text", "") for c in code for o in c.get("outputs", []))
+    assert re.search(r"step \d+/\d+ \(\d+%\)", shown), shown[-2000:]
 
 
 def test_kernel_env_drops_forced_device_count(monkeypatch):

@@ -140,12 +140,13 @@ def test_linear_extraction_equals_the_old_one(text, style):
 # ------------------------------------------------------------------- linear time
 
 def _seconds(fn, text: str) -> float:
-  """The fastest of three runs: the least disturbed by other processes."""
+  """This process's CPU seconds (not wall time: time spent waiting while other
+  processes run does not count), the fastest of three runs."""
   best = math.inf
   for _ in range(3):
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     fn(text)
-    best = min(best, time.perf_counter() - t0)
+    best = min(best, time.process_time() - t0)
   return best
 
 
@@ -170,11 +171,12 @@ ADVERSARIAL = {
 @pytest.mark.parametrize("name", sorted(ADVERSARIAL))
 def test_extraction_is_linear_on_adversarial_inputs(name):
   """1 MB of each adversarial input is extracted (every style, `auto` included) in
-  under 0.5 s, and 16 times the input takes less than 64 times as long.
+  under 0.5 s of CPU time, and 16 times the input takes less than 128 times as long.
 
-  Linear time gives a ratio of 16 and quadratic 256, so the 4x margin on either side
-  keeps the ratio check from flaking on a loaded machine while still failing a
-  quadratic regression; the best of three runs discounts pauses from other processes,
+  Linear time gives a ratio of 16 and quadratic 256: the 8x margin above linear keeps
+  the ratio check from flaking when a shared core's caches are contended (a loaded
+  2-core machine measured 81 once for a linear case), while a quadratic regression
+  still fails by 2x; CPU time and the best of three runs discount other processes,
   and 0.5 s (the issue's bound) is several times what linear extraction needs."""
   unit = ADVERSARIAL[name]
   big = unit * (MB // len(unit))
@@ -184,4 +186,4 @@ def test_extraction_is_linear_on_adversarial_inputs(name):
     t_big = _seconds(fn, big)
     assert t_big < 0.5, (name, style, t_big)
     t_small = max(_seconds(fn, small), 1e-4)
-    assert t_big / t_small < 64, (name, style, t_big, t_small)
+    assert t_big / t_small < 128, (name, style, t_big, t_small)
