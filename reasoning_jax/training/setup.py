@@ -158,7 +158,10 @@ def sft_arrays(examples, codec: Codec, answer_noise: float = 0.0,
   """Token, position and loss-mask arrays of warm-up examples (loss on the target).
 
   With `answer_noise > 0`, that fraction of examples (chosen by `seed`) gets another
-  example's answer after its rationale (see `SFTConfig.answer_noise`).
+  example's answer after its rationale (see `SFTConfig.answer_noise`). An example's
+  `metadata["observation_spans"]` (`[start, end)` in its rationale: tool outputs, e.g.
+  `tool_word_problems`) are encoded on their own and kept out of the loss, as an RL
+  episode's observations are.
   """
   if not 0.0 <= answer_noise < 1.0:
     raise ValueError(f"answer_noise must be in [0, 1), got {answer_noise}")
@@ -169,18 +172,37 @@ def sft_arrays(examples, codec: Codec, answer_noise: float = 0.0,
   for i, ex in enumerate(examples):
     answer = examples[donors[i]].answer if noisy[i] else ex.answer
     p = codec.prompt_ids(ex.prompt)
-    t = codec.encode(ex.rationale) + codec.encode(ex.rationale_end) + codec.encode(
-        answer) + [codec.eos_id]
+    r, keep = _rationale_ids(codec, ex)
+    t = r + codec.encode(ex.rationale_end) + codec.encode(answer) + [codec.eos_id]
     seqs.append(p + t)
-    starts.append(len(p))
+    starts.append((len(p), keep + [True] * (len(t) - len(r))))
   L = max(len(s) for s in seqs)
   tokens = np.full((len(seqs), L), codec.pad_id, np.int32)
   mask = np.zeros((len(seqs), L), np.float32)
-  for i, (s, st) in enumerate(zip(seqs, starts)):
+  for i, (s, (st, keep)) in enumerate(zip(seqs, starts)):
     tokens[i, :len(s)] = s
-    mask[i, st:len(s)] = 1.0
+    mask[i, st:len(s)] = keep
   positions = np.broadcast_to(np.arange(L, dtype=np.int32), tokens.shape).copy()
   return {"tokens": tokens, "positions": positions, "mask": mask}
+
+
+def _rationale_ids(codec: Codec, ex) -> tuple[list[int], list[bool]]:
+  """The rationale's ids and, per id, whether the SFT loss trains it (False inside the
+  example's `observation_spans`, each encoded on its own like an episode's)."""
+  spans = (ex.metadata or {}).get("observation_spans", ())
+  ids: list[int] = []
+  keep: list[bool] = []
+  at = 0
+  for start, end in [*spans, (len(ex.rationale), len(ex.rationale))]:
+    if not at <= start <= end <= len(ex.rationale):
+      raise ValueError(f"observation_spans {list(spans)} of example {ex.prompt[:40]!r} "
+                       "are not ordered [start, end) spans of its rationale")
+    for piece, trained in ((ex.rationale[at:start], True), (ex.rationale[start:end], False)):
+      piece_ids = codec.encode(piece) if piece else []
+      ids += piece_ids
+      keep += [trained] * len(piece_ids)
+    at = end
+  return ids, keep
 
 
 def objective_inputs(roll, group: int) -> ObjectiveInputs:
