@@ -482,8 +482,11 @@ class Trainer:
       self._init_opt(done)  # phase change: fresh RL optimizer (and reference copy)
     if done >= sft_steps and (done - sft_steps) % exp.eval.every == 0 and done < total:
       self.writer.write(done, self.evaluate())
-    if done % exp.run.checkpoint_every == 0 or done == sft_steps:
-      self.save(done)  # after the metrics of `done`, so a resume never repeats them
+    # After the metrics of `done`, so a resume never repeats them. The last step's
+    # checkpoint is saved by `run` after the final evaluation's row: a run killed
+    # between the two must redo that evaluation, not skip it as already finished.
+    if (done % exp.run.checkpoint_every == 0 or done == sft_steps) and done < total:
+      self.save(done)
     return m
 
   def run(self) -> dict[str, float]:

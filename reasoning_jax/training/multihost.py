@@ -132,10 +132,14 @@ def on_multihost_tpu(env: Mapping[str, str] | None = None) -> bool:
   env = os.environ if env is None else env
   hosts = [h.strip() for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]
   # libtpu, once loaded without TPU metadata (e.g. compiling for a topology on a CPU
-  # host), writes a warning sentence into TPU_WORKER_HOSTNAMES, which child processes
-  # inherit: only real host names count.
+  # host), writes warning sentences into TPU_WORKER_HOSTNAMES and CLOUD_TPU_TASK_ID
+  # (with C setenv, so os.environ does not show them but child processes inherit
+  # them): only real host names, a task number and an address count.
   hosts = [h for h in hosts if re.fullmatch(r"[A-Za-z0-9._:\[\]-]+", h)]
-  return len(hosts) > 1 or any(env.get(k) for k in _TPU_ENV[1:])
+  task = env.get("CLOUD_TPU_TASK_ID", "").strip()
+  coordinator = env.get("MEGASCALE_COORDINATOR_ADDRESS", "").strip()
+  return (len(hosts) > 1 or task.isdigit()
+          or bool(re.fullmatch(r"[A-Za-z0-9._:\[\]-]+", coordinator)))
 
 
 def maybe_initialize(mode: str = "auto", env: Mapping[str, str] | None = None,

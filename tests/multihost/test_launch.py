@@ -75,11 +75,16 @@ def test_launch_on_a_taken_port_fails_before_starting_children():
 
 
 def test_libtpus_warning_in_tpu_worker_hostnames_is_not_a_pod():
-  """libtpu, loaded without TPU metadata, writes a warning sentence (with a comma)
-  into TPU_WORKER_HOSTNAMES; child processes inherit it. It is not a worker list."""
+  """libtpu, loaded without TPU metadata, writes warning sentences into
+  TPU_WORKER_HOSTNAMES and CLOUD_TPU_TASK_ID; child processes inherit them. They are
+  not a worker list or a task number."""
   warning = ("WARNING: could not determine TPU worker hostnames or IP addresses, please "
              "set env var `TPU_WORKER_HOSTNAMES` manually, otherwise libtpu.so may not "
              "properly initialize.")
   assert not MH.on_multihost_tpu({"TPU_WORKER_HOSTNAMES": warning})
+  assert not MH.on_multihost_tpu({"CLOUD_TPU_TASK_ID": "WARNING: could not determine "
+                                   "TPU worker number, please set env var"})
+  assert MH.on_multihost_tpu({"CLOUD_TPU_TASK_ID": "3"})
+  assert MH.on_multihost_tpu({"MEGASCALE_COORDINATOR_ADDRESS": "10.0.0.2:8080"})
   assert MH.on_multihost_tpu({"TPU_WORKER_HOSTNAMES": "t1v-n-0-w-0,t1v-n-0-w-1"})
   assert not MH.on_multihost_tpu({"TPU_WORKER_HOSTNAMES": "10.130.0.12"})

@@ -31,7 +31,7 @@ def test_a_failing_first_rl_step_exits_with_its_error_not_sigabrt(tmp_path):
   p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                      timeout=300)
   assert p.returncode == 1, p.stderr[-2000:]
-  assert "RuntimeError: verifier exploded" in p.stderr
+  assert "RuntimeError: verifier exploded" in p.stderr, p.stderr[-2000:]
 
 
 def _rows(workdir):
