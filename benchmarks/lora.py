@@ -72,7 +72,8 @@ def smollm2(rows: int, seq: int, rank: int) -> None:
   lcfg = L.LoRAConfig(rank=rank, alpha=2.0 * rank)
   batch = _batch(rows, seq, cfg.vocab_size)
   print(f"SmolLM2-135M, RL update of {rows} x {seq} tokens, bf16 compute")
-  s, p, t = _update(cfg, None, full, None, batch)
+  # The update donates its state: give it a copy, `full` is needed below.
+  s, p, t = _update(cfg, None, jax.tree.map(jnp.copy, full), None, batch)
   print(f"  full (f32 master + Adam)   state {s / MIB:8.1f} MiB  peak {p / MIB:8.1f} MiB"
         f"  update {t:.2f} s")
   bf16 = jax.tree.map(lambda x: x.astype(jnp.bfloat16), full)
@@ -83,7 +84,7 @@ def smollm2(rows: int, seq: int, rank: int) -> None:
                       Q.quantize_layers(bf16, lcfg.names(), "int8", 0)),
                      ("QLoRA r%d, nf4 base" % rank,
                       Q.quantize_layers(bf16, lcfg.names(), "nf4", 64))):
-    s, p, t = _update(cfg, base, ad, combine, batch)
+    s, p, t = _update(cfg, base, jax.tree.map(jnp.copy, ad), combine, batch)
     b = tree_bytes_per_device(base)
     print(f"  {name:<27}state {s / MIB:8.1f} MiB  peak {p / MIB:8.1f} MiB"
           f"  update {t:.2f} s  (frozen base {b / MIB:.1f} MiB)")
