@@ -126,7 +126,7 @@ def qwen3_8b(rank: int) -> None:
   """Per-device estimate on one device (shapes only), 64 rows x 2048 tokens."""
   mesh = rjs.build_mesh((1, 1, 1))
   tx = make_optimizer(1e-4, total_steps=10)
-  print(f"Qwen3-8B (abstract shapes), 64 x 2048-token update, remat layer, 8 micro-batches")
+  print("Qwen3-8B (abstract shapes), 64 x 2048-token update, remat layer, 8 micro-batches")
   for pdt in ("float32", "bfloat16"):
     cfg = rjm.preset("qwen3_8b", dtype="bfloat16", param_dtype=pdt, remat="layer")
     est = memory_estimate(cfg, mesh, tx, rows=64, seq_len=2048, micro_batches=8,
