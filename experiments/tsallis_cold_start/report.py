@@ -1,206 +1,514 @@
-"""Turn the study's metrics.jsonl files into docs/results.md and PNG plots.
+"""Turn the Tsallis study v2's runs into docs/results/study_v2.md and its plots.
 
-    python experiments/tsallis_cold_start/report.py --runs runs/tsallis_cold_start
+    python experiments/tsallis_cold_start/report.py --runs runs/tsallis_study_v2
 
-Reads `<runs>/<setting>/<method>/seed<s>/metrics.jsonl` (the layout `run_study.py`
-writes), keeps rows up to the study's last step (SFT + RL steps of base.gin, so runs
-that trained longer are cut at the same budget), and writes:
-  - `docs/results.md`: per setting a table (warm-up accuracy, final and best sampled
-    accuracy, greedy, maj@4, steps to escape, seeds escaped, final mean log w and
-    rationale correctness for GARL/PAFT), each as mean ± std over seeds, then the
-    hand-written findings from `findings.md` next to this script;
-  - `docs/results/<setting>_accuracy.png`, `<setting>_greedy.png`, `<setting>_logw.png`.
+Reads `<runs>/study.json` and `<runs>/<setting>/<optimizer>/<method>/seed<s>/metrics.jsonl`
+(the layout run_study.py writes). Steps in metrics.jsonl are global (SFT first); the
+report counts RL steps: RL step k is global step sft_steps + k, and RL step 0 is the
+warm-up model's eval row. Rows past the budget (sft_steps + steps) are cut; a seed that
+did not reach the budget is left out of every table and listed as incomplete.
+
+Statistics (reasoning_jax/evaluation/stats.py, docs/decisions/0032-study-statistics.md):
+mean ± std (ddof=1) over seeds with a Student-t 95% interval; paired per-seed differences
+with a percentile-bootstrap 95% interval; escape steps with never-escaped seeds censored
+at the budget (k/n escaped and the censored median). Writes the generated tables only;
+docs/results.md is written by hand and cites them.
 """
 from __future__ import annotations
 
 import argparse
-import glob
+import dataclasses
 import json
+import math
 import os
+import re
 
 import numpy as np
+from etils import epath
+
+from reasoning_jax.evaluation import stats
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ESCAPE = 0.5  # greedy exact match that counts as "escaped the cold start"
+ESCAPE_W = 0.1            # criterion (a): batch log w̄ >= log 0.1 (GRPO: reward mean >= 0.1)
+LAST_K = 5                # RL steps averaged for the consistency / rationale columns
+SETTINGS = ("cold1", "cold2", "reverse", "warm")
+OPTIMIZERS = ("adam", "sgd")
+_METHOD = re.compile(r"^(grpo|garl|paft)(?:_q([0-9.]+))?(?:_lr([0-9.e+-]+))?$")
 
 
-def load(runs: str, last_step: int) -> dict[str, dict[str, dict[int, list[dict]]]]:
-  """{setting: {method: {seed: rows}}} with rows at steps <= last_step."""
-  out: dict = {}
-  for path in sorted(glob.glob(os.path.join(runs, "*", "*", "seed*", "metrics.jsonl"))):
-    seed_dir = os.path.dirname(path)
-    method_dir = os.path.dirname(seed_dir)
-    setting = os.path.basename(os.path.dirname(method_dir))
-    if setting in ("sft", "warm_eval"):
+@dataclasses.dataclass(frozen=True)
+class Study:
+  """study.json: the budget every run shares."""
+  steps: int
+  sft_steps: int
+  group_size: int
+  prompts_per_step: int
+  eval_every: int
+  seeds: list
+  sgd_lr: float
+  lr: dict
+  wall_s: object
+  command: str
+
+  @property
+  def budget(self) -> int:
+    """Global step of the last RL step."""
+    return self.sft_steps + self.steps
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A method directory name parsed: family, q and learning-rate multiplier."""
+  name: str
+  family: str
+  q: float | None
+  lr_mult: float
+
+  @classmethod
+  def parse(cls, name: str) -> Method:
+    m = _METHOD.match(name)
+    if not m:
+      return cls(name, "other", None, 1.0)
+    return cls(name, m[1], float(m[2]) if m[2] else None, float(m[3]) if m[3] else 1.0)
+
+  @property
+  def order(self) -> tuple:
+    """GRPO, GARL by q, PAFT, then the learning-rate controls."""
+    fam = {"grpo": 0, "garl": 1, "paft": 2}.get(self.family, 3)
+    return (self.lr_mult != 1.0, fam, self.q if self.q is not None else -1, self.lr_mult,
+            self.name)
+
+
+def read_study(runs: epath.Path) -> Study:
+  """study.json, with a clear error for a missing file or field."""
+  path = runs / "study.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{path} not found: --runs must be the directory that "
+                            "run_study.py --out wrote (it writes study.json first)")
+  raw = json.loads(path.read_text())
+  fields = [f.name for f in dataclasses.fields(Study)]
+  missing = [f for f in fields if f not in raw]
+  if missing:
+    raise ValueError(f"{path} lacks {missing}; rerun run_study.py to rewrite it")
+  return Study(**{f: raw[f] for f in fields})
+
+
+def load(runs: epath.Path, study: Study) -> tuple[dict, list[str]]:
+  """({(setting, optimizer, method): {seed: rows}}, incomplete run paths).
+
+  Rows are cut at the budget; a seed whose rows stop before it is incomplete.
+  """
+  data: dict = {}
+  incomplete = []
+  for path in sorted(runs.glob("*/*/*/seed*/metrics.jsonl")):
+    seed_dir = path.parent
+    method_dir = seed_dir.parent
+    key = (method_dir.parent.parent.name, method_dir.parent.name, method_dir.name)
+    rows = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    rows = sorted((r for r in rows if r["step"] <= study.budget), key=lambda r: r["step"])
+    if not rows or rows[-1]["step"] < study.budget:
+      incomplete.append(f"{'/'.join(key)}/{seed_dir.name}")
       continue
-    rows = [json.loads(l) for l in open(path) if l.strip()]
-    rows = [r for r in rows if r["step"] <= last_step]
-    if not any(r["step"] == last_step and "eval/accuracy" in r for r in rows):
-      continue  # unfinished (or shorter) run: not comparable at the study's budget
-    seed = int(os.path.basename(seed_dir)[4:])
-    out.setdefault(setting, {}).setdefault(os.path.basename(method_dir), {})[seed] = rows
-  return out
+    data.setdefault(key, {})[int(seed_dir.name[len("seed"):])] = rows
+  return data, incomplete
 
 
-def evals(rows: list[dict]) -> list[dict]:
-  """Eval rows in step order."""
-  return [r for r in rows if "eval/accuracy" in r]
-
-
-def train_series(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
-  """(steps, values) of a training metric."""
-  pts = [(r["step"], r[key]) for r in rows if key in r and r[key] is not None]
+def series(rows: list[dict], key: str, study: Study, *, rl_only: bool = True):
+  """(RL steps, values) of a metric; RL rows only unless rl_only=False."""
+  pts = [(r["step"] - study.sft_steps, float(r[key])) for r in rows
+         if r.get(key) is not None and (r["step"] > study.sft_steps or not rl_only)]
   if not pts:
-    return np.zeros(0), np.zeros(0)
+    return np.zeros(0, int), np.zeros(0)
   s, v = zip(*pts)
-  return np.asarray(s), np.asarray(v, float)
+  return np.asarray(s), np.asarray(v)
 
 
-def fmt(vals: list[float], digits: int = 3) -> str:
-  """`mean ± std` (or `mean` for one seed, `—` for none)."""
+def pass_key(rows: list[dict]) -> str | None:
+  """The eval/pass@k key with the largest k, if any."""
+  ks = {int(k.split("@")[1]) for r in rows for k in r if k.startswith("eval/pass@")}
+  return f"eval/pass@{max(ks)}" if ks else None
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedSummary:
+  """One seed's numbers, every step an RL step (0 = the warm-up eval)."""
+  escape_w: int | None        # criterion (a)
+  escape_acc: int | None      # criterion (b)
+  final: dict                 # the last eval row's eval/* values
+  log_wbar1: float | None     # batch log w̄ at RL step 1
+  grad1: float | None         # loss/grad_norm at RL step 1
+  mean_log_wbar: float | None  # mean over RL steps of batch log w̄
+  final_log_wbar: float | None
+  consistent: float | None    # rollout/consistent, mean of the last LAST_K RL steps
+  rationale_correct: float | None
+
+
+def _first(rows, key, study):
+  s, v = series(rows, key, study)
+  return float(v[0]) if len(s) and s[0] == 1 else None
+
+
+def _tail_mean(rows, key, study):
+  _, v = series(rows, key, study)
+  return float(v[-LAST_K:].mean()) if len(v) else None
+
+
+def summarize(rows: list[dict], study: Study) -> SeedSummary:
+  """Escape steps, final eval, step-1 numbers of one seed."""
+  s_w, log_w = series(rows, "loss/log_wbar", study)
+  if len(s_w):
+    esc_w = stats.escape_step(s_w, log_w, math.log(ESCAPE_W))
+  else:  # GRPO: the sampled exact-match rate is an unbiased estimate of w̄
+    esc_w = stats.escape_step(*series(rows, "reward/mean", study), ESCAPE_W)
+  s_e, acc = series(rows, "eval/accuracy", study, rl_only=False)
+  evals = [r for r in rows if "eval/accuracy" in r]
+  final = {k: float(v) for k, v in evals[-1].items() if k.startswith("eval/")} if evals else {}
+  return SeedSummary(
+      escape_w=esc_w, escape_acc=stats.first_nonzero_step(s_e, acc), final=final,
+      log_wbar1=_first(rows, "loss/log_wbar", study),
+      grad1=_first(rows, "loss/grad_norm", study),
+      mean_log_wbar=float(log_w.mean()) if len(log_w) else None,
+      final_log_wbar=float(log_w[-1]) if len(log_w) else None,
+      consistent=_tail_mean(rows, "rollout/consistent", study),
+      rationale_correct=_tail_mean(rows, "rollout/rationale_correct", study))
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def fmt_num(x: float | None, digits: int = 3) -> str:
+  return "—" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
+
+
+def fmt_mean(vals: list, digits: int = 3, ci: bool = True) -> str:
+  """`mean ± std [t 95% CI]` over seeds (std ddof=1); None values are skipped."""
   v = [x for x in vals if x is not None and np.isfinite(x)]
   if not v:
     return "—"
   if len(v) == 1:
     return f"{v[0]:.{digits}f}"
-  return f"{np.mean(v):.{digits}f} ± {np.std(v):.{digits}f}"
+  out = f"{np.mean(v):.{digits}f} ± {stats.std(v):.{digits}f}"
+  if ci:
+    lo, hi = stats.t_mean_ci(v)
+    out += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
+  return out
 
 
-def method_order(name: str) -> tuple:
-  """GRPO first, then GARL by q, then PAFT."""
-  fam = {"grpo": 0, "garl": 1, "paft": 2}.get(name.split("_")[0], 3)
-  return (fam, name)
+def fmt_escape(times: list, steps: int) -> str:
+  """`k/n, median m (per seed: 3, 5, >60)`, never-escaped censored at the budget."""
+  k, n = sum(t is not None for t in times), len(times)
+  med = stats.censored_median(times)
+  med_txt = f">{steps}" if med == math.inf else f"{med:g}"
+  seeds = ", ".join(f">{steps}" if t is None else str(t) for t in times)
+  return f"{k}/{n}, median {med_txt} ({seeds})"
 
 
-def table(methods: dict, sft_steps: int) -> list[str]:
-  """Markdown rows for one setting."""
-  lines = ["| method | seeds | warm-up acc | final acc | best acc | final greedy | "
-           f"final maj@4 | steps to greedy ≥ {ESCAPE} | escaped | final mean log w | "
-           "final rationale correct |", "|" + "---|" * 11]
-  for m in sorted(methods, key=method_order):
-    seeds = methods[m]
-    e = {s: evals(rows) for s, rows in seeds.items()}
-    warm = [ev[0]["eval/accuracy"] for ev in e.values() if ev]
-    final = [ev[-1]["eval/accuracy"] for ev in e.values() if ev]
-    best = [max(r["eval/accuracy"] for r in ev) for ev in e.values() if ev]
-    greedy = [ev[-1]["eval/greedy_accuracy"] for ev in e.values() if ev]
-    maj = [ev[-1]["eval/maj@4"] for ev in e.values() if ev]
-    esc = []
-    for ev in e.values():
-      hit = [r["step"] - sft_steps for r in ev if r["eval/greedy_accuracy"] >= ESCAPE]
-      esc.append(hit[0] if hit else None)
-    logw = [train_series(rows, "loss/log_wbar")[1][-1:] for rows in seeds.values()]
-    logw = [float(v[0]) for v in logw if len(v)]
-    ratc = [train_series(rows, "rollout/rationale_correct")[1][-5:] for rows in
-            seeds.values()]
-    ratc = [float(v.mean()) for v in ratc if len(v)]
-    n_esc = sum(x is not None for x in esc)
-    esc_txt = fmt([x for x in esc if x is not None], 0) if n_esc else "never"
-    lines.append(f"| {m} | {len(seeds)} | {fmt(warm)} | {fmt(final)} | {fmt(best)} | "
-                 f"{fmt(greedy)} | {fmt(maj)} | {esc_txt} | {n_esc}/{len(seeds)} | "
-                 f"{fmt(logw, 1)} | {fmt(ratc, 2)} |")
+def _ordered(data: dict, setting: str, optimizer: str) -> list[Method]:
+  return sorted((Method.parse(m) for (s, o, m) in data if (s, o) == (setting, optimizer)),
+                key=lambda m: m.order)
+
+
+def groups(data: dict) -> list[tuple[str, str]]:
+  """(setting, optimizer) pairs present, known names first in the contract's order."""
+  pairs = {(s, o) for s, o, _ in data}
+  rank = lambda name, known: (known.index(name) if name in known else len(known), name)
+  return sorted(pairs, key=lambda p: (rank(p[0], SETTINGS), rank(p[1], OPTIMIZERS)))
+
+
+def main_table(data: dict, summ: dict, setting: str, optimizer: str,
+               study: Study) -> list[str]:
+  """Escape, final accuracy and rollout columns per method."""
+  some = next(iter(data[(setting, optimizer, _ordered(data, setting, optimizer)[0].name)]
+                   .values()))
+  pk = pass_key(some)
+  head = ["method", "n", f"escape (a): log w̄ ≥ log {ESCAPE_W}", "escape (b): eval acc > 0",
+          "final sampled acc", "final greedy acc", f"final {pk[5:] if pk else 'pass@k'}",
+          f"consistent (last {LAST_K})", "log w̄ at step 1"]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for m in _ordered(data, setting, optimizer):
+    ss = summ[(setting, optimizer, m.name)]
+    col = lambda k: [s.final.get(k) for s in ss.values()]
+    lines.append("| " + " | ".join([
+        m.name, str(len(ss)),
+        fmt_escape([s.escape_w for s in ss.values()], study.steps),
+        fmt_escape([s.escape_acc for s in ss.values()], study.steps),
+        fmt_mean(col("eval/accuracy")), fmt_mean(col("eval/greedy_accuracy")),
+        fmt_mean(col(pk)) if pk else "—",
+        fmt_mean([s.consistent for s in ss.values()], 2, ci=False),
+        fmt_mean([s.log_wbar1 for s in ss.values()], 2, ci=False)]) + " |")
   return lines
 
 
-def plot(setting: str, methods: dict, sft_steps: int, out_dir: str) -> list[str]:
-  """Accuracy, greedy accuracy and mean log w against RL step; returns file names."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  names = []
-  for key, label, train in (("eval/accuracy", "sampled exact match (T=1)", False),
-                            ("eval/greedy_accuracy", "greedy exact match", False),
-                            ("loss/log_wbar", "mean log w (GARL/PAFT batches)", True)):
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    drawn = False
-    for m in sorted(methods, key=method_order):
-      curves = []
-      for rows in methods[m].values():
-        if train:
-          s, v = train_series(rows, key)
-        else:
-          ev = evals(rows)
-          s, v = np.asarray([r["step"] for r in ev]), np.asarray([r[key] for r in ev])
-        if len(s):
-          curves.append((s - sft_steps, v))
-      if not curves:
-        continue
-      n = min(len(c[0]) for c in curves)
-      steps = curves[0][0][:n]
-      vals = np.stack([c[1][:n] for c in curves])
-      line, = ax.plot(steps, vals.mean(0), marker="" if train else "o", ms=3,
-                      label=f"{m} (n={len(curves)})")
-      if len(curves) > 1:
-        ax.fill_between(steps, vals.min(0), vals.max(0), color=line.get_color(), alpha=0.15)
-      drawn = True
-    if not drawn:
-      plt.close(fig)
+PAIRED_METRICS = (("final sampled acc", lambda s: s.final.get("eval/accuracy")),
+                  ("final greedy acc", lambda s: s.final.get("eval/greedy_accuracy")),
+                  ("mean log w̄ over RL steps", lambda s: s.mean_log_wbar))
+
+
+def paired_rows(a: dict, b: dict, label: str, *, n_boot: int, seed: int) -> list[str]:
+  """Table rows of mean(a - b) over the seeds both have, per metric."""
+  out = []
+  common = sorted(set(a) & set(b))
+  for name, get in PAIRED_METRICS:
+    pairs = [(get(a[s]), get(b[s])) for s in common]
+    pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+    if len(pairs) < 2:
       continue
-    ax.set_xlabel("RL step")
-    ax.set_ylabel(label)
-    ax.set_title(f"{setting}: {label} (mean over seeds, band = min..max)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    name = f"{setting}_{key.split('/')[-1]}.png"
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, name), dpi=90)
-    plt.close(fig)
-    names.append(name)
-  return names
+    x, y = map(np.asarray, zip(*pairs))
+    d = x - y
+    lo, hi = stats.paired_bootstrap_ci(x, y, n_boot=n_boot, seed=seed)
+    tlo, thi = stats.t_mean_ci(d)
+    excl = "yes" if lo > 0 or hi < 0 else "no"
+    out.append(f"| {label} | {name} | {len(d)} | {d.mean():+.3f} | "
+               f"[{lo:+.3f}, {hi:+.3f}] | {excl} | [{tlo:+.3f}, {thi:+.3f}] |")
+  return out
 
 
-def main() -> None:
+def paired_table(summ: dict, setting: str, optimizer: str, methods: list[Method], *,
+                 n_boot: int, seed: int) -> list[str]:
+  """Paired per-seed differences against garl_q0 and grpo."""
+  lines = ["| comparison | metric | n pairs | mean diff | bootstrap 95% CI | CI excludes 0 "
+           "| t 95% CI |", "|" + "---|" * 7]
+  for base in ("garl_q0", "grpo"):
+    if (setting, optimizer, base) not in summ:
+      continue
+    for m in methods:
+      # Against GRPO only the methods at the study's lr (q=0 is already paired above).
+      if m.name != base and (base == "garl_q0" or (m.lr_mult == 1.0 and m.name != "garl_q0")):
+        lines += paired_rows(summ[(setting, optimizer, m.name)],
+                             summ[(setting, optimizer, base)], f"{m.name} − {base}",
+                             n_boot=n_boot, seed=seed)
+  return lines if len(lines) > 2 else []
+
+
+def grad_ratio_points(summ: dict, study: Study) -> list[dict]:
+  """Per seed: step-1 grad-norm ratio of GARL q to q=0 and its M^-q w̄0^-q prediction."""
+  pts = []
+  for (setting, opt, name), ss in summ.items():
+    m = Method.parse(name)
+    base = summ.get((setting, opt, "garl_q0"))
+    if m.family != "garl" or not m.q or m.lr_mult != 1.0 or base is None:
+      continue
+    for seed, s in ss.items():
+      b = base.get(seed)
+      if b is None or None in (s.grad1, b.grad1, s.log_wbar1) or not b.grad1:
+        continue
+      pred = study.group_size ** -m.q * math.exp(-m.q * s.log_wbar1)
+      pts.append(dict(setting=setting, optimizer=opt, q=m.q, seed=seed,
+                      measured=s.grad1 / b.grad1, predicted=pred,
+                      dlog_w0=abs(s.log_wbar1 - b.log_wbar1) if b.log_wbar1 is not None
+                      else None))
+  return pts
+
+
+def grad_ratio_table(pts: list[dict]) -> list[str]:
+  """Geometric means over seeds of the measured and predicted ratios."""
+  lines = ["| setting | optimizer | q | n | measured ratio (geo-mean) | predicted M^-q w̄0^-q "
+           "(geo-mean) | measured / predicted: geo-mean [min, max] | max abs Δ log w̄0 "
+           "vs q=0 |", "|" + "---|" * 8]
+  keys = sorted({(p["setting"], p["optimizer"], p["q"]) for p in pts},
+                key=lambda k: (SETTINGS.index(k[0]) if k[0] in SETTINGS else 9, k))
+  for key in keys:
+    g = [p for p in pts if (p["setting"], p["optimizer"], p["q"]) == key]
+    meas, pred = np.array([p["measured"] for p in g]), np.array([p["predicted"] for p in g])
+    r = meas / pred
+    geo = lambda v: float(np.exp(np.log(v).mean()))
+    dl = [p["dlog_w0"] for p in g if p["dlog_w0"] is not None]
+    lines.append(f"| {key[0]} | {key[1]} | {key[2]:g} | {len(g)} | {geo(meas):.4g} | "
+                 f"{geo(pred):.4g} | {geo(r):.3g} [{r.min():.3g}, {r.max():.3g}] | "
+                 f"{f'{max(dl):.2g}' if dl else '—'} |")
+  return lines
+
+
+def escape_law(q: float, log_p0: float, p1: float = ESCAPE_W) -> float:
+  """Gradient-flow time from w̄ = p0 to p1 under ṗ = p^{2-q}‖s‖², times ‖s‖².
+
+  ∫_{p0}^{p1} p^{q-2} dp = (p0^{-(1-q)} - p1^{-(1-q)})/(1-q), log(p1/p0) at q=1: the
+  objectives' Θ(p0^{-(1-q)}/(1-q)) law (its leading term for p0 ≪ p1) with the escape
+  threshold p1 made explicit, so the curve is continuous at q=1.
+  """
+  if q == 1.0:
+    return math.log(p1) - log_p0
+  return (math.exp(-(1 - q) * log_p0) - p1 ** (q - 1)) / (1 - q)
+
+
+def escape_vs_q(summ: dict, setting: str, optimizer: str) -> dict | None:
+  """Per GARL q: escape (a) times, censored median and the fitted law.
+
+  p0 is the warm-up w̄ (exp of the mean step-1 batch log w̄ over these runs); the scale
+  C of T(q) = C·escape_law(q) is fitted to the largest q whose censored median is
+  finite (q=1 when it escapes on most seeds). None for fewer than two q, or when p0 is
+  already at the threshold (warm start).
+  """
+  runs = {m.q: summ[(setting, optimizer, m.name)] for m in
+          (Method.parse(n) for (s, o, n) in summ if (s, o) == (setting, optimizer))
+          if m.family == "garl" and m.q is not None and m.lr_mult == 1.0}
+  logs = [s.log_wbar1 for ss in runs.values() for s in ss.values() if s.log_wbar1 is not None]
+  if len(runs) < 2 or not logs or np.mean(logs) >= math.log(ESCAPE_W):
+    return None  # a warm start at or above the threshold has nothing to escape
+  log_p0 = float(np.mean(logs))
+  rows = [dict(q=q, times=[s.escape_w for s in runs[q].values()],
+               median=stats.censored_median([s.escape_w for s in runs[q].values()]))
+          for q in sorted(runs)]
+  fit = [r for r in rows if np.isfinite(r["median"])]
+  fit_q = fit[-1]["q"] if fit else None
+  scale = fit[-1]["median"] / escape_law(fit_q, log_p0) if fit else None
+  for r in rows:
+    r["predicted"] = scale * escape_law(r["q"], log_p0) if scale is not None else None
+  return dict(log_p0=log_p0, fit_q=fit_q, scale=scale, rows=rows)
+
+
+def escape_vs_q_lines(summ: dict, study: Study) -> list[str]:
+  """One table per cold (setting, optimizer) with at least two GARL q."""
+  lines = []
+  for setting, opt in groups({k: None for k in summ}):
+    law = escape_vs_q(summ, setting, opt)
+    if law is None:
+      continue
+    fit = (f"C fitted at q={law['fit_q']:g}" if law["fit_q"] is not None else
+           "no q escaped on most seeds: no fit")
+    lines += [f"**{setting} · {opt}**: p0 = exp(mean step-1 log w̄) = "
+              f"{math.exp(law['log_p0']):.3g} (log p0 = {law['log_p0']:.2f}); {fit}.", "",
+              "| q | escape (a) | predicted C·law(q) |", "|---|---|---|"]
+    for r in law["rows"]:
+      lines.append(f"| {r['q']:g} | {fmt_escape(r['times'], study.steps)} | "
+                   f"{fmt_num(r['predicted'], 1)} |")
+    lines.append("")
+  return lines
+
+
+def lr_control_lines(data: dict, summ: dict, study: Study) -> list[str]:
+  """GARL q=0 at lr x1, x1e2, x1e4 (and q=0.75 at x1 for reference)."""
+  lines = []
+  for setting, opt in groups(data):
+    methods = _ordered(data, setting, opt)
+    if not any(m.lr_mult != 1.0 for m in methods):
+      continue
+    keep = [m for m in methods if m.family == "garl" and m.q in (0.0, 0.75)]
+    keep.sort(key=lambda m: (m.q, m.lr_mult))
+    lines += [f"**{setting} · {opt}**", "",
+              "| method | lr | n | escape (a) | escape (b) | final sampled acc | "
+              "final log w̄ | step-1 grad norm |", "|" + "---|" * 8]
+    for m in keep:
+      ss = summ[(setting, opt, m.name)].values()
+      lines.append(
+          f"| {m.name} | {study.lr[opt] * m.lr_mult:.3g} | {len(ss)} | "
+          f"{fmt_escape([s.escape_w for s in ss], study.steps)} | "
+          f"{fmt_escape([s.escape_acc for s in ss], study.steps)} | "
+          f"{fmt_mean([s.final.get('eval/accuracy') for s in ss])} | "
+          f"{fmt_mean([s.final_log_wbar for s in ss], 2, ci=False)} | "
+          f"{fmt_mean([s.grad1 for s in ss], 3, ci=False)} |")
+    lines.append("")
+  return lines
+
+
+def wall_text(wall) -> str:
+  """study.json's wall_s as minutes: its total if it has one, else each entry."""
+  if isinstance(wall, (int, float)):
+    return f"{wall / 60:.1f} min"
+  if isinstance(wall, dict) and isinstance(wall.get("total"), (int, float)):
+    return f"{wall['total'] / 60:.1f} min in all"
+  if isinstance(wall, dict):
+    return "; ".join(f"{k} {v / 60:.1f} min" for k, v in sorted(wall.items())
+                     if isinstance(v, (int, float))) or "not recorded"
+  return "not recorded"
+
+
+def notes(study: Study, n_boot: int, seed: int) -> list[str]:
+  return [
+      "How to read: every step is an RL step (RL step 0 is the warm-up model's eval). "
+      f"**Escape (a)** is the first RL step whose batch mean log w̄ is ≥ log {ESCAPE_W} "
+      "(1-step resolution; GARL/PAFT log `loss/log_wbar`). GRPO has no w̄: its escape (a) "
+      f"is the first RL step whose `reward/mean` is ≥ {ESCAPE_W}, the sampled exact-match "
+      "rate, an unbiased estimate of w̄. **Escape (b)** is the paper's criterion: the "
+      "first eval (every "
+      f"{study.eval_every} RL steps, RL step 0 included) with non-zero sampled accuracy. "
+      f"Both list k/n seeds escaped, the median with never-escaped seeds censored at the "
+      f"budget ('>{study.steps}': they sort after every escaped seed, and the median is "
+      f"'>{study.steps}' when the middle seed did not escape), and each seed's step in "
+      "seed order.",
+      "",
+      "Accuracies are from the last eval (RL step "
+      f"{study.steps}) as mean ± std (ddof=1) over seeds [Student-t 95% CI]. Paired "
+      "differences are per seed (same warm start, same RL seed), mean of a − b with a "
+      f"percentile bootstrap 95% CI ({n_boot} resamples of the per-seed differences, "
+      f"numpy Generator seed {seed}) and, beside it, the t interval; with "
+      f"{len(study.seeds)} seeds the bootstrap interval is the narrower (it cannot exceed the range of the "
+      "differences), so read a bootstrap-only exclusion of 0 as weak.",
+      ""]
+
+
+def build_markdown(runs: epath.Path, study: Study, data: dict, summ: dict,
+                   incomplete: list[str], plots: list[str], *, n_boot: int, seed: int) -> str:
+  """The whole study_v2.md text; summ holds `summarize` of every seed of data."""
+  lr = ", ".join(f"{o} {v:g}" for o, v in sorted(study.lr.items()))
+  sgd = "" if study.lr.get("sgd") == study.sgd_lr else f" (sgd_lr {study.sgd_lr:g})"
+  md = ["# Tsallis study v2: generated tables", "",
+        f"Generated by `python experiments/tsallis_cold_start/report.py --runs {runs}` "
+        f"from the runs of `{study.command}` (wall time {wall_text(study.wall_s)}). Do "
+        "not edit: rerun the report.", "",
+        f"Budget per run: {study.sft_steps} SFT warm-up steps, then {study.steps} RL steps "
+        f"x {study.prompts_per_step} prompts x M = {study.group_size} rollouts; lr {lr}"
+        f"{sgd}; eval every {study.eval_every} RL steps; seeds "
+        f"{study.seeds}.", ""] + notes(study, n_boot, seed)
+  for setting, opt in groups(data):
+    md += [f"## {setting} · {opt}", ""] + main_table(data, summ, setting, opt, study) + [""]
+    paired = paired_table(summ, setting, opt, _ordered(data, setting, opt),
+                          n_boot=n_boot, seed=seed)
+    md += (["Paired per-seed differences:", ""] + paired + [""]) if paired else []
+  pts = grad_ratio_points(summ, study)
+  md += ["## Step-1 gradient-norm ratio against Prop. 4.1", "",
+         "`loss/grad_norm` at RL step 1 of GARL q over GARL q=0 on the same seed (same "
+         "warm start), against M^-q w̄0^-q with w̄0 = exp(step-1 batch mean log w̄) of the "
+         "q run; M^-q is Algorithm 1's normalisation. exp(mean log w̄) is the geometric "
+         "mean over prompts, so the prediction is exact only when every prompt of the "
+         "batch has the same w̄. The last column checks that both runs saw the same "
+         "step-1 batch.", ""]
+  md += (grad_ratio_table(pts) if pts else ["No GARL q>0 run with a q=0 partner."]) + [""]
+  md += ["## Escape step (a) against q", "",
+         "Predicted: T(q) = C·(p0^-(1-q) − 0.1^-(1-q))/(1−q) (log(0.1/p0) at q=1), the "
+         "gradient-flow time from w̄ = p0 to the threshold 0.1 under ṗ = p^(2−q)‖s‖²; "
+         "its leading term is the objectives' p0^-(1-q)/(1-q). It assumes plain gradient "
+         "flow: SGD follows it, Adam's per-coordinate normalisation need not. Settings whose "
+         f"warm-up w̄ is already ≥ {ESCAPE_W} (warm start) are left out.", ""]
+  md += escape_vs_q_lines(summ, study)
+  lr_lines = lr_control_lines(data, summ, study)
+  if lr_lines:
+    md += ["## GARL q=0 learning-rate control", ""] + lr_lines
+  if plots:
+    md += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+  if incomplete:
+    md += ["## Incomplete runs (left out)", ""] + [f"- `{p}`" for p in incomplete] + [""]
+  return "\n".join(md)
+
+
+def main(argv: list[str] | None = None) -> str:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--runs", default="runs/tsallis_cold_start")
-  ap.add_argument("--out", default="docs/results.md")
-  ap.add_argument("--command", default="python experiments/tsallis_cold_start/run_study.py",
-                  help="the study command, quoted in the report")
-  ap.add_argument("--extra", action="append", default=[], metavar="LABEL=DIR",
-                  help="another study's runs (e.g. a variant with other --gin_param), "
-                       "reported as settings '<setting>_<LABEL>'")
-  ap.add_argument("--findings", default=os.path.join(HERE, "findings.md"))
-  a = ap.parse_args()
-  import gin
-  from reasoning_jax.training.config import Experiment
-  gin.parse_config_files_and_bindings([os.path.join(HERE, "base.gin")], [])
-  exp = Experiment()
-  sft_steps, last = exp.sft.steps, exp.total_steps
-  data = load(a.runs, last)
-  for spec in a.extra:
-    label, _, path = spec.partition("=")
-    for setting, methods in load(path, last).items():
-      data[f"{setting}_{label}"] = methods
-  plot_dir = os.path.join(os.path.dirname(a.out), "results")
-  os.makedirs(plot_dir, exist_ok=True)
-  timings = os.path.join(a.runs, "timings.json")
-  tm = json.load(open(timings)) if os.path.exists(timings) else {}
-  wall = tm.get("total")
-  trained = sum(1 for k, v in tm.items() if k.count("/") == 2 and v > 0)
-  md = ["# Results: the Tsallis cold-start study at CPU scale", "",
-        "Generated by `python experiments/tsallis_cold_start/report.py` from the runs of",
-        f"`{a.command}`" + (f" (the last driver invocation took {wall / 60:.1f} min "
-                            f"and trained {trained} RL runs; finished runs are skipped "
-                            "on resume)." if wall else "."), "",
-        f"Budget per run: {exp.rl.steps} RL steps x {exp.rl.prompts_per_step} prompts x "
-        f"M = {exp.rl.group_size} rollouts, Adam lr {exp.rl.learning_rate}, eps "
-        f"{exp.rl.adam_eps}; warm-up SFT {sft_steps} steps (shared by all methods of a "
-        f"seed). Eval: {exp.eval.num_prompts} held-out prompts every {exp.eval.every} "
-        f"RL steps; 'acc' is sampled exact match at T=1 ({exp.eval.samples} samples), "
-        "maj@4 over those samples; steps to escape is the first eval where greedy "
-        f"exact match ≥ {ESCAPE} (eval granularity {exp.eval.every} steps); mean log w "
-        "is the last RL step's batch mean of log w̄ (GARL/PAFT only); rationale "
-        "correct is the mean over the last 5 RL steps. ± is the std over seeds.", ""]
-  for setting in sorted(data):
-    md += [f"## Setting: {setting}", ""] + table(data[setting], sft_steps) + [""]
-    for name in plot(setting, data[setting], sft_steps, plot_dir):
-      rel = os.path.relpath(os.path.join(plot_dir, name), os.path.dirname(a.out))
-      md.append(f"![{name}]({rel})")
-    md.append("")
-  if os.path.exists(a.findings):
-    md += [open(a.findings).read().strip(), ""]
-  with open(a.out, "w") as f:
-    f.write("\n".join(md))
-  print(f"wrote {a.out} and {plot_dir}/")
+  ap.add_argument("--runs", default="runs/tsallis_study_v2",
+                  help="the directory run_study.py --out wrote")
+  ap.add_argument("--out", default=os.path.join(HERE, "..", "..", "docs", "results",
+                                                "study_v2.md"),
+                  help="the markdown file; plots go beside it")
+  ap.add_argument("--n_boot", type=int, default=10000, help="bootstrap resamples")
+  ap.add_argument("--seed", type=int, default=0, help="bootstrap Generator seed")
+  ap.add_argument("--no_plots", action="store_true")
+  a = ap.parse_args(argv)
+  runs, out = epath.Path(a.runs), epath.Path(os.path.normpath(a.out))
+  study = read_study(runs)
+  data, incomplete = load(runs, study)
+  if not data:
+    raise SystemExit(f"no complete run under {runs} (expected "
+                     "<setting>/<optimizer>/<method>/seed<s>/metrics.jsonl reaching step "
+                     f"{study.budget}); incomplete: {incomplete}")
+  out.parent.mkdir(parents=True, exist_ok=True)
+  summ = {k: {s: summarize(r, study) for s, r in sorted(v.items())} for k, v in data.items()}
+  plots = []
+  if not a.no_plots:
+    import report_plots  # beside this file: the plots need matplotlib, the tables do not
+    plots = report_plots.draw_all(data, summ, study, out.parent)
+  out.write_text(build_markdown(runs, study, data, summ, incomplete, plots,
+                                n_boot=a.n_boot, seed=a.seed))
+  print(f"wrote {out}" + (f" and {len(plots)} plots beside it" if plots else ""))
+  return str(out)
 
 
 if __name__ == "__main__":

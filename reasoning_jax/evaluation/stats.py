@@ -3,7 +3,7 @@ intervals, paired differences and escape steps.
 
 Conventions (docs/decisions/0032-study-statistics.md):
   - spread is the sample std with ddof=1 (the unbiased variance's root): with 3-5 seeds
-    the population std (ddof=0) is 18-29% smaller;
+    the population std (ddof=0) is sqrt((n-1)/n) of it, 18% smaller at 3, 11% at 5;
   - a mean over seeds gets a Student-t interval (exact for normal data at any n);
   - a paired difference (method A minus method B on the same seeds and warm starts) gets
     a percentile bootstrap interval of its mean (scipy.stats.bootstrap, resampling the
