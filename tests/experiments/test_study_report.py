@@ -50,7 +50,10 @@ def generated(report, tmp_path_factory):
   runs = tmp_path_factory.mktemp("runs")
   (runs / "study.json").write_text(json.dumps(dict(
       steps=4, sft_steps=2, group_size=4, prompts_per_step=2, eval_every=2, seeds=[0, 1],
-      sgd_lr=0.1, lr={"adam": 1e-3}, wall_s={"total": 1500.0},
+      sgd_lr=None, lr={"adam": 1e-3, "sgd": None},
+      wall_s={"total": 1500.0, "runs_trained": 9, "per_job": {"sft/seed0": 20.0},
+              "previous_invocations": {"total": 90.0, "runs_trained": 1,
+                                       "previous_invocations": None}},
       command="python experiments/tsallis_cold_start/run_study.py --out X")))
   # q=0: seed 0 reaches log w̄ -2.0 >= log 0.1 = -2.303 at RL step 4; seed 1 never.
   write_run(runs, "garl_q0", 0, acc=[0, 0, 0.25], greedy=0.5, grad1=1.0,
@@ -86,7 +89,10 @@ def row(md, first_cells):
 
 def test_header_and_incomplete(generated):
   md, _ = generated
-  assert "run_study.py --out X` (wall time 25.0 min in all)" in md   # 1500 s
+  # 1500 s now, 90 s in the resumed-from invocation
+  assert ("run_study.py --out X` (wall time 25.0 min (9 runs trained), after earlier "
+          "invocations of 1.5 min (1 runs trained))") in md
+  assert "rollouts; lr adam 0.001; eval every 2 RL steps" in md   # no SGD lr picked
   assert "- `cold1/adam/garl_q0/seed2`" in md                           # stopped at step 5
 
 
