@@ -70,8 +70,8 @@ def _chunk_stats(params: Params, cfg: ModelConfig, h_BKD: jax.Array, tgt_BK: jax
 
 def token_logprobs(params: Params, cfg: ModelConfig, tokens_BT: jax.Array,
                    positions_BT: jax.Array, *, chunk: int = 256,
-                   temperature: float | jax.Array = 1.0, with_entropy: bool = True
-                   ) -> tuple[jax.Array, jax.Array | None]:
+                   temperature: float | jax.Array = 1.0, with_entropy: bool = True,
+                   first: int = 0) -> tuple[jax.Array, jax.Array | None]:
   """Per-token log-probabilities and entropies under the model, float32 `[B, T]`.
 
   Entry t is `log p(tokens[t] | tokens[<t])` (and the entropy of that distribution);
@@ -87,11 +87,17 @@ def token_logprobs(params: Params, cfg: ModelConfig, tokens_BT: jax.Array,
     temperature: sampling temperature the log-probabilities refer to.
     with_entropy: also return the entropies; False returns None in their place and
       saves a pass over the logits (SFT needs only the log-probabilities).
+    first: the first entry to score (static); entries before it are 0 and no logits
+      are formed for them. The vocabulary projection is the widest matmul of the
+      model, so a caller whose loss mask starts at the completion skips it on every
+      prompt position; the hidden states still run over the whole sequence (the
+      scored tokens attend to the prompt), so the entries scored are unchanged.
   """
   B, T = tokens_BT.shape
+  first = min(max(int(first), 1), T - 1) if T > 1 else 1
   h, _ = forward_hidden(params, tokens_BT, positions_BT, cfg)
-  h, tgt = h[:, :-1], tokens_BT[:, 1:]
-  n = T - 1
+  h, tgt = h[:, first - 1:-1], tokens_BT[:, first:]
+  n = T - first
   k = max(1, min(chunk, n))
   c = -(-n // k)
   pad = c * k - n
@@ -109,7 +115,7 @@ def token_logprobs(params: Params, cfg: ModelConfig, tokens_BT: jax.Array,
   else:
     fn = jax.checkpoint(fn)
     logp_CBK, ent_CBK = jax.lax.map(lambda xs: fn(*xs), (h_CBKD, tgt_CBK))
-  zero = jnp.zeros((B, 1), F32)
+  zero = jnp.zeros((B, first), F32)
   unchunk = lambda x_CBK: jnp.concatenate(  # noqa: E731
       [zero, x_CBK.swapaxes(0, 1).reshape(B, c * k)[:, :n]], axis=1)
   return unchunk(logp_CBK), (unchunk(ent_CBK) if with_entropy else None)

@@ -169,9 +169,12 @@ def build_programs(exp: Experiment, cfg: rjm.ModelConfig, params, p_sh, mesh: Me
   sft_step, _, _ = jit_steps(
       cfg, sft_tx, chunk=r.logprob_chunk, compiler_options=options,
       state_shardings=rjs.state_shardings(sft_tx, params, p_sh, mesh))
+  # Completion-layout rows are [prompt | max_new_tokens sampled columns]: every loss
+  # mask lies in those columns, so no logits are formed over the prompt.
+  tail = r.max_new_tokens if objective.name not in S.TSALLIS_LAYOUT and not r.tools else 0
   _, rl_step, score = jit_steps(
       cfg, rl_tx, objective, ocfg, r.micro_batches, r.temperature, chunk=r.logprob_chunk,
-      compiler_options=options, combine=lora and lora.combine,
+      compiler_options=options, combine=lora and lora.combine, scored_tail=tail,
       state_shardings=rjs.state_shardings(rl_tx, rl_params, rl_sh, mesh))
   # One program for the advantage/baseline preparation: run eagerly, each of its ops
   # would compile a small program of its own.

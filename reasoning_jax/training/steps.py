@@ -138,7 +138,7 @@ def rl_update(params, opt_state, batch: SeqBatch, temperature=None, frozen=None,
               cfg: rjm.ModelConfig, objective: Objective, objective_cfg: Any,
               tx: optax.GradientTransformation, micro_batches: int = 1,
               default_temperature: float = 1.0, chunk: int = 256, batch_shards: int = 1,
-              combine=None):
+              combine=None, scored_tail: int = 0):
   """One optimizer update of `objective` on `batch` (exact micro-batch accumulation).
 
   `temperature` (the rollouts' sampling temperature, which the policy log-probs
@@ -148,6 +148,9 @@ def rl_update(params, opt_state, batch: SeqBatch, temperature=None, frozen=None,
   With adapters (`training.lora`), `params` are the trained adapters, `frozen` the
   frozen base and `combine(frozen, params)` the policy's params: only the adapters
   get gradients and optimizer updates.
+
+  `scored_tail` (static): when > 0, only the last `scored_tail` columns of the batch
+  can carry a loss mask (`_scored_from`), so no logits are formed before them.
 
   Returns:
     (params, opt_state, metrics): metrics hold the loss, the objective's metrics,
@@ -160,7 +163,8 @@ def rl_update(params, opt_state, batch: SeqBatch, temperature=None, frozen=None,
   def fn(p, mb: SeqBatch):
     p = p if combine is None else combine(frozen, p)
     logp, ent = rjm.token_logprobs(p, cfg, mb.tokens_BT, mb.positions_BT, chunk=chunk,
-                                   temperature=temperature)
+                                   temperature=temperature,
+                                   first=_scored_from(mb.tokens_BT, scored_tail))
     w, mets = objective.loss_terms(mb.inputs.replace(logp_BT=logp, entropy_BT=ent),
                                    objective_cfg)
     # Sampled tokens only (forced and teacher-forced tokens carry a 0 sampler logprob).
@@ -180,14 +184,23 @@ def rl_update(params, opt_state, batch: SeqBatch, temperature=None, frozen=None,
   return params, opt_state, out
 
 
+def _scored_from(tokens_BT: jax.Array, scored_tail: int) -> int:
+  """The first column that may carry a loss mask: the completion layout's rows are
+  `[left-padded prompt | max_new_tokens sampled columns]`, so with `scored_tail` =
+  max_new_tokens the prompt columns are never scored (0: every column may be)."""
+  return max(0, tokens_BT.shape[1] - scored_tail) if scored_tail else 0
+
+
 def score(params, batch: SeqBatch, temperature=None, *, cfg: rjm.ModelConfig,
-          default_temperature: float = 1.0, chunk: int = 256
+          default_temperature: float = 1.0, chunk: int = 256, scored_tail: int = 0
           ) -> tuple[jax.Array, jax.Array]:
-  """Log-probabilities and entropies of the batch's tokens (no gradient); the
-  temperature is traced as in `rl_update`."""
+  """Log-probabilities and entropies of the batch's tokens (no gradient; 0 before the
+  last `scored_tail` columns when it is > 0); the temperature is traced as in
+  `rl_update`."""
   temperature = default_temperature if temperature is None else temperature
   return rjm.token_logprobs(params, cfg, batch.tokens_BT, batch.positions_BT, chunk=chunk,
-                            temperature=temperature)
+                            temperature=temperature,
+                            first=_scored_from(batch.tokens_BT, scored_tail))
 
 
 def sft_update(params, opt_state, tokens_BT, positions_BT, mask_BT, *,
@@ -208,7 +221,7 @@ def sft_update(params, opt_state, tokens_BT, positions_BT, mask_BT, *,
 def jit_steps(cfg: rjm.ModelConfig, tx: optax.GradientTransformation, objective=None,
               objective_cfg=None, micro_batches: int = 1, temperature: float = 1.0, *,
               state_shardings=None, chunk: int = 256, compiler_options=None,
-              combine=None):
+              combine=None, scored_tail: int = 0):
   """The run's jitted (sft_update, rl_update, score), params/opt state donated.
 
   Args:
@@ -221,6 +234,9 @@ def jit_steps(cfg: rjm.ModelConfig, tx: optax.GradientTransformation, objective=
       (`training.compile_mode`); None compiles with XLA's defaults.
     combine: with adapters, `(frozen base, adapters) -> params` (`training.lora`);
       the RL update then takes the base as its `frozen` argument (not donated).
+    scored_tail: with > 0, the RL update and scoring form logits only for the last
+      `scored_tail` columns of a batch (the completion layout's sampled columns, where
+      every loss mask lies); 0 scores every column.
   """
   # No out_shardings at all (not None) unless asked: the unsharded path is today's.
   out = {"compiler_options": compiler_options}
@@ -239,8 +255,9 @@ def jit_steps(cfg: rjm.ModelConfig, tx: optax.GradientTransformation, objective=
                                    objective_cfg=objective_cfg, tx=tx,
                                    micro_batches=micro_batches, batch_shards=shards,
                                    default_temperature=temperature, chunk=chunk,
-                                   combine=combine),
+                                   combine=combine, scored_tail=scored_tail),
                  donate_argnums=(0, 1), **out)
   sc = jax.jit(functools.partial(score, cfg=cfg, default_temperature=temperature,
-                                 chunk=chunk), compiler_options=compiler_options)
+                                 chunk=chunk, scored_tail=scored_tail),
+               compiler_options=compiler_options)
   return sft, rl, sc

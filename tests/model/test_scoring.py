@@ -59,3 +59,40 @@ def test_gradient_equals_autodiff_of_full_log_softmax(chunk):
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     assert np.abs(b).max() > 0
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("chunk", [3, 64])
+def test_first_scores_only_the_tail_and_equals_the_full_path(chunk):
+  """`first` (the RL completion layout: left-padded prompt columns, then the scored
+  ones) gives exact zeros before it and, from it on, the full path's log-probabilities,
+  entropies and gradients: the hidden states still run over the whole sequence, only
+  the vocabulary projection and softmax skip the prompt. Tolerance 1e-6: the same
+  float32 ops over fewer rows, which XLA may block differently (a few ulps of |logp|
+  ~ 7), far below any masked-vs-unmasked difference (a dropped prompt token moves
+  these by ~1e-1)."""
+  cfg = rjm.preset("tiny").replace(final_softcap=10.0)
+  params = rjm.init_params(cfg, jax.random.key(0))
+  B, T, first = 3, 12, 5
+  tokens = jax.random.randint(jax.random.key(5), (B, T), 0, cfg.vocab_size)
+  n = np.array([5, 3, 4])  # prompt lengths, left-padded to 5 columns
+  pos = np.arange(T)[None] - (5 - n)[:, None]
+  pos = jnp.asarray(np.where(pos < 0, -1, pos), jnp.int32)
+  w = jax.random.normal(jax.random.key(6), (B, T)) * (jnp.arange(T)[None] >= first)
+
+  def run(p, f):
+    return rjm.token_logprobs(p, cfg, tokens, pos, chunk=chunk, temperature=0.7, first=f)
+
+  (lp0, e0), (lp1, e1) = run(params, 0), run(params, first)
+  assert lp1.shape == (B, T) and e1.shape == (B, T)
+  assert np.all(np.asarray(lp1[:, :first]) == 0) and np.all(np.asarray(e1[:, :first]) == 0)
+  np.testing.assert_allclose(lp1[:, first:], lp0[:, first:], atol=1e-6, rtol=0)
+  np.testing.assert_allclose(e1[:, first:], e0[:, first:], atol=1e-6, rtol=0)
+
+  def loss(p, f):
+    lp, ent = run(p, f)
+    return jnp.sum(lp * w) + 0.1 * jnp.sum(ent * w)
+
+  g0, g1 = jax.grad(loss)(params, 0), jax.grad(loss)(params, first)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+    assert np.abs(b).max() > 0
+    np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
