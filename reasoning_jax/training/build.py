@@ -113,14 +113,15 @@ def build_data(exp: Experiment, task, codec: Codec) -> RunData:
 
 
 def build_optimizers(exp: Experiment):
-  """(SFT optimizer, RL optimizer): AdamW with the phases' own schedules."""
+  """(SFT optimizer, RL optimizer): SFT AdamW, RL `RLConfig.optimizer`, with the
+  phases' own schedules."""
   s, r = exp.sft, exp.rl
   sft = make_optimizer(s.learning_rate, total_steps=s.steps, warmup_steps=s.warmup_steps,
                        schedule="cosine", weight_decay=s.weight_decay,
                        grad_clip=s.grad_clip)
   rl = make_optimizer(r.learning_rate, total_steps=r.steps, warmup_steps=r.warmup_steps,
                       b2=r.adam_b2, eps=r.adam_eps, weight_decay=r.weight_decay,
-                      grad_clip=r.grad_clip)
+                      grad_clip=r.grad_clip, optimizer=r.optimizer, momentum=r.momentum)
   return sft, rl
 
 

@@ -124,7 +124,12 @@ class RLConfig:
     max_new_tokens: generation budget per rollout (the rationale budget for GARL/PAFT,
       after which the end-of-rationale marker is forced).
     temperature, top_k, top_p: sampling knobs.
-    learning_rate, warmup_steps, weight_decay, grad_clip, adam_b2, adam_eps: AdamW.
+    optimizer: the RL update rule, "adamw" (default) or "sgd" (SGD with heavy-ball
+      momentum, which keeps the gradient's scale where Adam normalises it away;
+      docs/decisions/0030). SFT always uses AdamW.
+    learning_rate, warmup_steps, weight_decay, grad_clip: both optimizers (global-norm
+      clipping before the update, 0: off; with "sgd", weight decay is L2 on the
+      gradient); adam_b2, adam_eps: AdamW only; momentum: SGD only (0: plain SGD).
     epochs: passes over each batch of rollouts (mu); minibatches: optimizer updates
       per pass; micro_batches: gradient-accumulation chunks per update (exact).
     reference: keep a frozen copy of the starting policy for KL terms ("auto": when
@@ -169,6 +174,8 @@ class RLConfig:
   grad_clip: float = 1.0
   adam_b2: float = 0.999
   adam_eps: float = 1e-8
+  optimizer: str = "adamw"
+  momentum: float = 0.9
   epochs: int = 1
   minibatches: int = 1
   micro_batches: int = 1

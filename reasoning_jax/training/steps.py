@@ -78,25 +78,47 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
   return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
+OPTIMIZERS = ("adamw", "sgd")
+
+
+def _schedule(learning_rate: float, total_steps: int, warmup_steps: int, schedule: str):
+  """The learning rate: warmup then constant, or warmup then cosine decay to 10%."""
+  if schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(warmup_steps, 1),
+                                              max(total_steps, warmup_steps + 1),
+                                              end_value=0.1 * learning_rate)
+  if schedule != "constant":
+    raise ValueError(f"unknown schedule {schedule!r}; use 'constant' or 'cosine'")
+  if not warmup_steps:
+    return learning_rate
+  return optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup_steps),
+                               optax.constant_schedule(learning_rate)], [warmup_steps])
+
+
 def make_optimizer(learning_rate: float, *, total_steps: int, warmup_steps: int = 0,
                    schedule: str = "constant", b2: float = 0.999, eps: float = 1e-8,
-                   weight_decay: float = 0.0, grad_clip: float = 1.0
+                   weight_decay: float = 0.0, grad_clip: float = 1.0,
+                   optimizer: str = "adamw", momentum: float = 0.9
                    ) -> optax.GradientTransformation:
-  """AdamW with global-norm clipping and a warmup + (constant | cosine) schedule."""
-  if schedule == "cosine":
-    lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(warmup_steps, 1),
-                                            max(total_steps, warmup_steps + 1),
-                                            end_value=0.1 * learning_rate)
-  elif schedule == "constant":
-    lr = (optax.linear_schedule(0.0, learning_rate, warmup_steps) if warmup_steps
-          else learning_rate)
-    if warmup_steps:
-      lr = optax.join_schedules([lr, optax.constant_schedule(learning_rate)],
-                                [warmup_steps])
-  else:
-    raise ValueError(f"unknown schedule {schedule!r}; use 'constant' or 'cosine'")
+  """Global-norm clipping (`grad_clip`, 0: off), then the update rule, under a warmup +
+  (constant | cosine) schedule.
+
+  `optimizer` "adamw": AdamW (`b2`, `eps`, decoupled `weight_decay`). "sgd": SGD with
+  heavy-ball momentum (`optax.sgd`: trace m <- g + momentum * m, update -lr * m), with
+  `weight_decay` as L2 added to the gradient before the trace; `b2`/`eps` are unused.
+  Plain SGD keeps the gradient's scale, which Adam normalises away: the Tsallis study
+  compares the two for exactly that reason (docs/decisions/0030).
+  """
+  if optimizer not in OPTIMIZERS:
+    raise ValueError(f"unknown optimizer {optimizer!r}; use one of {list(OPTIMIZERS)}")
+  lr = _schedule(learning_rate, total_steps, warmup_steps, schedule)
   parts = [clip_by_global_norm(grad_clip)] if grad_clip else []
-  parts.append(optax.adamw(lr, b2=b2, eps=eps, weight_decay=weight_decay))
+  if optimizer == "adamw":
+    parts.append(optax.adamw(lr, b2=b2, eps=eps, weight_decay=weight_decay))
+  else:
+    if weight_decay:
+      parts.append(optax.add_decayed_weights(weight_decay))
+    parts.append(optax.sgd(lr, momentum=momentum or None))
   return optax.chain(*parts)
 
 

@@ -33,6 +33,7 @@ from reasoning_jax.training.config_rules import (ANY, Rule, _hints, _pairs_probl
                                                    one_of, pairs, type_problem)
 from reasoning_jax.training.episodes import TOOL_CHECKS
 from reasoning_jax.training.setup import CHAT_TEMPLATE_MODES, TSALLIS_LAYOUT
+from reasoning_jax.training.steps import OPTIMIZERS
 
 
 class ConfigError(ValueError):
@@ -342,6 +343,9 @@ RL_RULES = {
     "grad_clip": at_least(0.0, " (0 turns clipping off)"),
     "adam_b2": interval(0.0, 1.0, hi_open=True),
     "adam_eps": above(0.0),
+    "optimizer": one_of(OPTIMIZERS, " (the RL update rule; SFT always uses AdamW)"),
+    "momentum": interval(0.0, 1.0, hi_open=True,
+                         why=" (SGD's heavy-ball coefficient; 0: plain SGD)"),
     "epochs": at_least(1, " (passes over each batch of rollouts)"),
     "minibatches": _rule(_minibatches),
     "micro_batches": _rule(_micro_batches),

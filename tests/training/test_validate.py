@@ -322,3 +322,16 @@ def test_random_bindings_give_a_valid_experiment_or_a_config_error(bindings):
         f"Experiment.{a}" for a, _ in V.sections()] for line in lines), str(e)
     assert any(name in str(e) for name, _ in bindings), str(e)
     assert "cannot be checked" not in str(e), str(e)
+
+
+@pytest.mark.parametrize("binding, line", [
+    ("RLConfig.optimizer = 'adam'", "RLConfig.optimizer = 'adam': must be one of "
+     "['adamw', 'sgd'] (the RL update rule; SFT always uses AdamW)"),
+    ("RLConfig.momentum = 1.0", "RLConfig.momentum = 1.0: must lie in [0.0, 1.0) "
+     "(SGD's heavy-ball coefficient; 0: plain SGD)"),
+    ("RLConfig.momentum = -0.5", "RLConfig.momentum = -0.5: must lie in [0.0, 1.0) "
+     "(SGD's heavy-ball coefficient; 0: plain SGD)"),
+])
+def test_the_rl_optimizer_and_its_momentum_are_checked(binding, line):
+  assert _problems(binding) == [line]
+  assert _problems("RLConfig.optimizer = 'sgd'\nRLConfig.momentum = 0.0") == []
