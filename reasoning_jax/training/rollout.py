@@ -59,11 +59,31 @@ def summarize(row_stats: dict[str, np.ndarray], counts: dict[str, float], group:
     metrics["reward/zero_variance_groups"] = float(np.mean(g.std(axis=1) == 0))
   if "rationale_correct" in row_stats:
     metrics["rollout/rationale_correct"] = float(np.mean(row_stats["rationale_correct"]))
+  if "consistent" in row_stats:
+    metrics["rollout/consistent"] = float(np.mean(row_stats["consistent"]))
   for key, name in (("tool_calls", "tools/calls_per_episode"),
                     ("turns", "episode/turns_mean"), ("void", "episode/void_frac")):
     if key in row_stats:
       metrics[name] = float(np.mean(row_stats[key]))
   return metrics
+
+
+def _rationale_stats(rows: Sequence[Any], texts: list[str], layout: str
+                     ) -> dict[str, np.ndarray]:
+  """Per row: `rationale_correct` (the worked rationale exactly) and `consistent` (the
+  answer is what the row's own rationale implies, right or wrong: sampled in the
+  completion layout, the teacher-forced gold in the tsallis one), where the examples
+  can tell (worked rationales; a task reader for `consistent`)."""
+  if not all(getattr(ex, "rationale", "") for ex in rows):
+    return {}
+  out = {"rationale_correct": np.asarray(
+      [bool(ex.rationale_correct(t)) for ex, t in zip(rows, texts)])}
+  gold = layout == "tsallis"
+  said = [ex.consistent(t, ex.answer if gold else None) if hasattr(ex, "consistent")
+          else None for ex, t in zip(rows, texts)]
+  if all(c is not None for c in said):
+    out["consistent"] = np.asarray(said, bool)
+  return out
 
 
 def _lay_out(prompt_ids, toks, lens, slogp, forced, pad_id: int, *, group: int, P: int,
@@ -145,9 +165,7 @@ def build_rollouts(examples: Sequence[Any], prompt_ids: Sequence[Sequence[int]],
     rep = [examples[r // group] for r in range(R)]
     rewards, counts = score_examples(rep, texts, lens, runner)
     stats["reward"] = rewards
-  if layout == "tsallis":
-    stats["rationale_correct"] = np.asarray(
-        [bool(examples[r // group].rationale_correct(texts[r])) for r in range(R)])
+  stats.update(_rationale_stats([examples[r // group] for r in range(R)], texts, layout))
   tokens, positions, mask, rat, ans, samp = rows
   return Rollouts(tokens, positions, mask, rat, ans, samp, rewards, texts,
                   summarize(stats, counts, group), stats, counts)

@@ -159,3 +159,32 @@ class _FixedRng:
     v = self.values.pop(0)
     assert lo <= v <= hi
     return v
+
+
+def test_implied_sum_reads_the_column_totals():
+  from reasoning_jax.data.tasks.arithmetic import implied_sum
+  # 567+847: columns 7+7=14, 6+4+1=11, 5+8+1=14 -> digits 4, 1 under the last 14.
+  assert implied_sum("14,11,14", 4) == "1414"
+  assert implied_sum("04,01,03", 4) == "0314"  # 3 digits, zero-padded to 4
+  assert implied_sum("14,1", 4) is None and implied_sum("", 4) is None
+
+
+@pytest.mark.parametrize("cs, gold, implied_by_wrong", [
+    (ColdStart(), "1414", "1404"), (ColdStart("suffix", 2), "1414!!", "1404!!"),
+    (ColdStart("reverse"), "4141", "4041")])
+def test_consistency_is_the_answer_the_own_rationale_implies(cs, gold, implied_by_wrong):
+  from reasoning_jax.data.tasks.base import Problem
+  task = ArithmeticTask(cold_start=cs)
+  ex = task._finish(Problem("567+847=", "14,11,14", "1414"), "train", True)
+  assert ex.answer == gold and ex.implied_answer("14,11,14") == gold
+  assert ex.consistent("14,11,14|" + gold) is True
+  # A wrong middle column (10 for 11) implies 1404: consistent with it, not with gold.
+  assert ex.implied_answer("14,10,14") == implied_by_wrong
+  assert ex.consistent("14,10,14|" + implied_by_wrong) is True
+  assert not ex.rationale_correct("14,10,14|" + implied_by_wrong)
+  assert ex.consistent("14,10,14|" + gold) is False
+  # The teacher-forced gold of GARL/PAFT rollouts: right rationale only.
+  assert ex.consistent("14,11,14|", answer=gold) is True
+  assert ex.consistent("14,10,14|", answer=gold) is False
+  # No marker (cut by the budget) or an unreadable rationale implies nothing.
+  assert ex.consistent("14,11,1") is False and ex.consistent("14,1x,14|1414") is False

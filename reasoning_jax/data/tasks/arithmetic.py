@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from reasoning_jax.data.tasks.base import ColdStart, Problem, Task
+from reasoning_jax.data.tasks.base import RATIONALE_READERS, ColdStart, Problem, Task
 
 
 def column_scratchpad(operands: list[int], num_digits: int) -> tuple[list[int], int]:
@@ -22,6 +22,17 @@ def column_scratchpad(operands: list[int], num_digits: int) -> tuple[list[int], 
     carry = t // 10
   total = sum(operands)
   return totals, total
+
+
+def implied_sum(rationale: str, width: int) -> str | None:
+  """The sum a column-total rationale implies (`14,11,14` -> `1414` at width 4): each
+  column's last digit, least significant first, under the last total whole; None
+  when the rationale is not comma-separated two-digit totals."""
+  totals = rationale.split(",")
+  if not all(len(t) == 2 and t.isdigit() for t in totals):
+    return None
+  digits = totals[-1].lstrip("0") + "".join(t[1] for t in reversed(totals[:-1]))
+  return digits.rjust(width, "0") if len(digits) <= width else digits
 
 
 class ArithmeticTask(Task):
@@ -62,3 +73,6 @@ class ArithmeticTask(Task):
     # Exact match of the string after the marker: the paper's training reward, and the
     # only check that tells a cold-start answer from its warm-up spelling.
     return "exact", {"marker": self.rationale_end}
+
+
+RATIONALE_READERS[ArithmeticTask.name] = implied_sum

@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 import json
 import random
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from reasoning_jax.data.tasks.vocab import CharVocab
 from reasoning_jax.rewards.base import RewardItem
@@ -21,6 +21,10 @@ from reasoning_jax.rewards.registry import get_reward
 from reasoning_jax.rewards.spec import RewardSpec, parse_reward_spec
 
 COLD_START_KINDS = ("none", "suffix", "prefix", "reverse")
+
+# task name -> reader(rationale, answer width) -> the warm-format answer a worked
+# rationale implies (None if unreadable); tasks register theirs where they are defined.
+RATIONALE_READERS: dict[str, Callable[[str, int], "str | None"]] = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +68,37 @@ class Example:
     """
     i = completion.rfind(self.rationale_end)
     return i >= 0 and completion[:i] == self.rationale
+
+  def implied_answer(self, rationale: str) -> str | None:
+    """The answer `rationale` implies, in this example's (possibly cold-start) format,
+    right or wrong; None when the task has no reader (`RATIONALE_READERS`) or the
+    rationale is unreadable. The format is recovered from the warm-up answer and the
+    gold, so it needs no task settings."""
+    reader = RATIONALE_READERS.get(self.metadata.get("task", ""))
+    warm = self.metadata.get("warmup_answer")
+    implied = reader(rationale, len(warm)) if reader and warm is not None else None
+    if implied is None:
+      return None
+    kind, gold = self.metadata.get("cold_start", "none"), self.answer
+    if kind == "suffix":
+      return implied + gold[len(warm):]
+    if kind == "prefix":
+      return gold[:len(gold) - len(warm)] + implied
+    return implied[::-1] if kind == "reverse" else implied
+
+  def consistent(self, completion: str, answer: str | None = None) -> bool | None:
+    """Whether the answer (the text after the last marker, or `answer` when given:
+    the teacher-forced gold of GARL/PAFT rollouts) is what the completion's own
+    rationale implies, correct or not (False without a readable rationale); None
+    when the task has no reader."""
+    if self.metadata.get("task", "") not in RATIONALE_READERS:
+      return None
+    i = completion.rfind(self.rationale_end)
+    implied = self.implied_answer(completion[:i]) if i >= 0 else None
+    if implied is None:  # no marker, or a rationale that implies no answer
+      return False
+    said = completion[i + len(self.rationale_end):] if answer is None else answer
+    return implied.strip() == said.strip()  # the exact reward's comparison
 
   def to_record(self, index: int = 0) -> dict[str, Any]:
     """The data layer's common schema (id, question, answer, rationale, context,
