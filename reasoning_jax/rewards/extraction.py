@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-STYLES = ("boxed", "gsm8k", "answer_line", "tag", "last_number", "auto")
+STYLES = ("boxed", "gsm8k", "answer_line", "tag", "last_number", "first_line", "auto")
 # `auto` tries the most explicit markers first and only then guesses a bare number.
 _AUTO_ORDER = ("boxed", "tag", "gsm8k", "answer_line", "last_number")
 
@@ -131,12 +131,19 @@ def _last_number(text: str) -> str | None:
   return found[-1].replace(",", "") if found else None
 
 
+def _first_line(text: str) -> str | None:
+  """The first non-blank line, stripped: the bare answer a task's marker precedes
+  (`MathReward(answer_after=...)`), which has no answer markup of its own."""
+  return text.lstrip().split("\n", 1)[0].strip() or None
+
+
 _EXTRACTORS = {
     "boxed": last_boxed,
     "gsm8k": _gsm8k,
     "answer_line": _answer_line,
     "tag": _tag,
     "last_number": _last_number,
+    "first_line": _first_line,
 }
 
 
@@ -147,8 +154,9 @@ def extract_answer(text: str, style: str = "auto") -> str | None:
     text: the completion text.
     style: one of "boxed" (last `\\boxed{}`/`\\fbox{}`, braces matched), "gsm8k"
       (`#### n`, commas removed), "answer_line" (`Answer: ...` / `The final answer is
-      ...`), "tag" (`<answer>...</answer>`), "last_number", or "auto" (those in the
-      order boxed, tag, gsm8k, answer_line, last_number; first that finds one wins).
+      ...`), "tag" (`<answer>...</answer>`), "last_number", "first_line" (the first
+      non-blank line, for a bare answer after a marker), or "auto" (boxed, tag, gsm8k,
+      answer_line, last_number in that order; first that finds one wins).
 
   Returns:
     The answer string (stripped), or None when the style finds no answer.

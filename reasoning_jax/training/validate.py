@@ -21,7 +21,7 @@ import dataclasses
 import inspect
 from typing import Any, Callable
 
-from reasoning_jax.data.tasks import COLD_START_KINDS, TASKS
+from reasoning_jax.data.tasks import COLD_START_KINDS, DATA_TASKS, TASKS
 from reasoning_jax.model.config import ATTENTION_BACKENDS, PRESETS, ModelConfig
 from reasoning_jax.objectives import OBJECTIVES, reference_coefficients
 from reasoning_jax.rewards.spec import parse_reward_spec
@@ -95,7 +95,7 @@ def _task_kwargs(v, exp: Experiment) -> str | None:
   if bad:
     return bad
   name = exp.task.name
-  cls = TASKS.get(name)
+  cls = TASKS.get(name) or DATA_TASKS.get(name)
   if name == "dataset":
     from reasoning_jax.data.tasks import DatasetTask
     cls = DatasetTask
@@ -157,7 +157,8 @@ def _reward_kwargs(v, exp: Experiment) -> str | None:
 
 
 TASK_RULES = {
-    "name": one_of(sorted(TASKS) + ["dataset"], " (a reasoning_jax.data.tasks task)"),
+    "name": one_of(sorted(TASKS) + sorted(DATA_TASKS) + ["dataset"],
+                   " (a reasoning_jax.data.tasks task)"),
     "kwargs": _rule(_task_kwargs),
     "cold_start": one_of(COLD_START_KINDS),
     "cold_start_depth": at_least(0),

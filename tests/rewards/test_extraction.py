@@ -64,7 +64,15 @@ def test_unknown_style_and_bad_type():
     extract_answer("x", "box")
   with pytest.raises(TypeError, match="text: str"):
     extract_answer(None)  # type: ignore[arg-type]
-  assert set(STYLES) == {"boxed", "gsm8k", "answer_line", "tag", "last_number", "auto"}
+  assert set(STYLES) == {"boxed", "gsm8k", "answer_line", "tag", "last_number",
+                         "first_line", "auto"}
+
+
+def test_first_line():
+  assert extract_answer("\n  (x^2+x+1)(x^2-x+1) \nmore text", "first_line") == \
+      "(x^2+x+1)(x^2-x+1)"
+  assert extract_answer("yes", "first_line") == "yes"
+  assert extract_answer(" \n\t", "first_line") is None
 
 
 # ---------------------------------------------------------------- the old extraction
