@@ -56,7 +56,14 @@ def pytest_report_header(config):
 
 
 def pytest_collection_modifyitems(config, items):
-  """Skip torch/transformers reference tests where those packages are not installed."""
+  """Runs the `slow` tests first; skips torch/transformers reference tests where those
+  packages are not installed.
+
+  The order is the schedule under xdist: each slow test takes minutes, and one that
+  starts last leaves the other worker idle until it ends. Started first, the short
+  tests fill in beside them. Within each group the collection order is kept (a stable
+  sort), so module fixtures are still shared by neighbouring tests."""
+  items.sort(key=lambda item: "slow" not in item.keywords)
   if HAS_TORCH:
     return
   skip = pytest.mark.skip(reason="reference test: torch/transformers not installed")
