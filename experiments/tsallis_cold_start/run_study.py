@@ -363,9 +363,10 @@ class Study:
     self.log(f"done {'/'.join(map(str, tag))} ({wall:.0f}s)")
 
   def run(self) -> None:
-    ctx = multiprocessing.get_context("spawn")  # never fork a process that ran jax
-    with cf.ProcessPoolExecutor(self.a.jobs, mp_context=ctx,
-                                max_tasks_per_child=self.a.tasks_per_worker) as pool:
+    # Spawn: never fork a process that ran jax. Workers live for the whole study:
+    # Python 3.11's max_tasks_per_child hangs the pool when workers retire together.
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(self.a.jobs, mp_context=ctx) as pool:
       self.start(pool)
       while self.pending:
         finished, _ = cf.wait(list(self.pending), return_when=cf.FIRST_COMPLETED)
@@ -402,8 +403,6 @@ def main() -> None:
   ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
   ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS)
   ap.add_argument("--jobs", type=int, default=2, help="worker processes")
-  ap.add_argument("--tasks_per_worker", type=int, default=50,
-                  help="jobs a worker runs before it is replaced (bounds its memory)")
   ap.add_argument("--pick_sgd_lr", action="store_true",
                   help="only pick the SGD learning rate (written to <out>/sgd_lr.json)")
   ap.add_argument("--sgd_grid", type=float, nargs="+", default=[3e-3, 1e-2, 3e-2])
