@@ -106,6 +106,19 @@ def parse_reward_spec(name: str, options: Any = (), *, field: str = "reward",
   return _parse(name, options, field, f"{field}_kwargs", allow_task)
 
 
+def reward_spec_for(name: str, options: Any, *, field: str, metadata: tuple,
+                    source: str) -> RewardSpec:
+  """`parse_reward_spec`, refusing a reward that reads example metadata the task's
+  examples do not carry (`metadata`: what they have; `source`: what they are, for the
+  error), since it would score every rollout alike and train nothing."""
+  spec = parse_reward_spec(name, options, field=field)
+  lacking = sorted(set(spec.metadata()) - set(metadata))
+  if lacking:
+    raise ValueError(f"{field} = {name!r} needs example metadata {lacking}, which "
+                     f"{source} examples do not carry (they have {list(metadata)})")
+  return spec
+
+
 def _parse(name: Any, options: Any, name_at: str, options_at: str,
            allow_task: bool) -> RewardSpec:
   known = sorted(REWARDS) + ([TASK] if allow_task else [])

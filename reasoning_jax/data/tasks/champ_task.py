@@ -30,7 +30,7 @@ from typing import Any, Sequence
 from reasoning_jax.data.champ import ChampProblem, load_champ
 from reasoning_jax.data.tasks.base import ColdStart, Example, _hash01
 from reasoning_jax.rewards.base import RewardItem
-from reasoning_jax.rewards.spec import RewardSpec, parse_reward_spec
+from reasoning_jax.rewards.spec import RewardSpec, reward_spec_for
 
 CHAMP_KINDS = ("number", "expression", "yes_no")
 _COLD_KINDS = ("none", "prefix")
@@ -151,12 +151,8 @@ class ChampTask:
                  ) -> "ChampTask":
     """Sets the RL training reward of train examples ("task" is the verifier);
     held-out examples keep the verifier. Returns self."""
-    spec = parse_reward_spec(name, options, field=field)
-    lacking = sorted(set(spec.metadata()) - set(_METADATA))
-    if lacking:
-      raise ValueError(f"{field} = {name!r} needs example metadata {lacking}, which "
-                       f"champ examples do not carry (they have {list(_METADATA)})")
-    self.reward_spec = spec
+    self.reward_spec = reward_spec_for(name, options, field=field, metadata=_METADATA,
+                                       source="champ")
     return self
 
   def vocab(self):

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from reasoning_jax.data.tasks.base import Example
 from reasoning_jax.rewards.base import RewardItem
 from reasoning_jax.rewards.registry import VERIFIERS
-from reasoning_jax.rewards.spec import RewardSpec, parse_reward_spec
+from reasoning_jax.rewards.spec import RewardSpec, parse_reward_spec, reward_spec_for
 
 # The metadata keys every dataset example carries (`DatasetTask._example`).
 _METADATA = ("golds", "id", "split", "task")
@@ -96,12 +96,8 @@ class DatasetTask:
     """Sets the RL training reward of the train split's examples (see
     `rewards.spec`; "task" is the verifier); held-out examples keep the verifier, so
     evaluation accuracy stays a correctness count. Returns self."""
-    spec = parse_reward_spec(name, options, field=field)
-    lacking = sorted(set(spec.metadata()) - set(_METADATA))
-    if lacking:
-      raise ValueError(f"{field} = {name!r} needs example metadata {lacking}, which "
-                       f"dataset examples do not carry (they have {list(_METADATA)})")
-    self.reward_spec = spec
+    self.reward_spec = reward_spec_for(name, options, field=field, metadata=_METADATA,
+                                       source="dataset")
     return self
 
   def _records(self, split: str) -> Sequence[dict[str, Any]]:
