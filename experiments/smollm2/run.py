@@ -66,11 +66,17 @@ def experiment(files: list[str], bindings: list[str]):
   import gin
   from reasoning_jax.training.config import Experiment
   from reasoning_jax.training.validate import validate_experiment
+  # The bindings are dropped once the Experiment is built: gin-configurable configs
+  # read them at construction, so left bound they would change every later one in
+  # this process (a test's, another run's).
   gin.clear_config()
-  gin.parse_config_files_and_bindings(files, bindings)
-  exp = Experiment()
-  validate_experiment(exp)
-  return exp, gin.operative_config_str()
+  try:
+    gin.parse_config_files_and_bindings(files, bindings)
+    exp = Experiment()
+    validate_experiment(exp)
+    return exp, gin.operative_config_str()
+  finally:
+    gin.clear_config()
 
 
 def work(workdir: str, files: list[str], bindings: list[str]) -> float:

@@ -99,8 +99,11 @@ def _experiment(job: Job):
   import gin
   from reasoning_jax.training.config import Experiment
   gin.clear_config()
-  gin.parse_config_files_and_bindings(list(job.files), list(job.bindings))
-  return Experiment(), gin.operative_config_str()
+  try:  # unbound afterwards: gin-configurable configs read bindings at construction
+    gin.parse_config_files_and_bindings(list(job.files), list(job.bindings))
+    return Experiment(), gin.operative_config_str()
+  finally:
+    gin.clear_config()
 
 
 def _sgd_state(job: Job, exp, sft_steps: int) -> None:
@@ -414,8 +417,12 @@ def main() -> None:
   a = ap.parse_args()
   import gin
   from reasoning_jax.training.config import Experiment
-  gin.parse_config_files_and_bindings([BASE], a.gin_param)
-  exp = Experiment()
+  gin.clear_config()
+  try:
+    gin.parse_config_files_and_bindings([BASE], a.gin_param)
+    exp = Experiment()
+  finally:
+    gin.clear_config()
   os.makedirs(a.out, exist_ok=True)
   study = Study(a, exp)
   study.run()
